@@ -1,0 +1,1 @@
+"""imgedit-ds: build image-editing training data as Hugging Face datasets."""

@@ -1,0 +1,4 @@
+from imgedit_ds.cli import main
+
+if __name__ == "__main__":
+    main()

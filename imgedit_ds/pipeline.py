@@ -1,0 +1,274 @@
+"""The whole run: read -> instruct -> edit (in committed chunks) -> write dataset, report, preview.
+
+`run(cfg)` is what the CLI calls; `edit_dataset(ds, overrides)` is the same run on a Dataset in hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import pyarrow.compute as pc
+from datasets import Dataset
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from imgedit_ds.edit.base import ConfigError, EditBackend
+from imgedit_ds.edit.map_fn import KEEP_STATUSES, EditFunction
+from imgedit_ds.images import ImageEncoder
+from imgedit_ds.read.inputs import InputReader
+from imgedit_ds.schema import output_features
+from imgedit_ds.write.chunks import Chunk, ChunkStore, CommittedChunk, assemble, plan_chunks
+from imgedit_ds.write.preview import write_preview
+from imgedit_ds.write.report import build_report, summary_lines, write_report
+
+logger = logging.getLogger(__name__)
+SECRET_WORDS = ("api_key", "token", "secret", "password")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The `run` and `output` options, checked once at start."""
+
+    seed: int = 0
+    batch_size: int = 8
+    num_proc: int = 1
+    chunk_size: int = 256
+    writer_batch_size: int = 100
+    retry_failed: bool = True
+    output_dir: str | None = None
+    image_format: str = "png"
+    png_compress_level: int = 1
+    quality: int = 95
+    preview_rows: int = 8
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> RunSettings:
+        run, out = cfg.run, cfg.output
+        settings = cls(
+            seed=int(run.seed), batch_size=int(run.batch_size), num_proc=int(run.num_proc),
+            chunk_size=int(run.chunk_size), writer_batch_size=int(run.writer_batch_size),
+            retry_failed=bool(run.retry_failed), output_dir=out.dir, image_format=str(out.image_format).lower(),
+            png_compress_level=int(out.png_compress_level), quality=int(out.quality),
+            preview_rows=int(out.preview_rows),
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        positive = {"run.batch_size": self.batch_size, "run.num_proc": self.num_proc,
+                    "run.chunk_size": self.chunk_size, "run.writer_batch_size": self.writer_batch_size}
+        for option, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"{option}={value}: use a whole number of at least 1")
+        if self.image_format not in ("png", "jpeg", "jpg", "webp"):
+            raise ConfigError(f"output.image_format={self.image_format}: use png, jpeg or webp")
+        if not 0 <= self.png_compress_level <= 9:
+            raise ConfigError(f"output.png_compress_level={self.png_compress_level}: use 0 (fastest) to 9")
+        if not 1 <= self.quality <= 100:
+            raise ConfigError(f"output.quality={self.quality}: use 1 to 100")
+
+    def encoder(self) -> ImageEncoder:
+        return ImageEncoder(self.image_format, self.png_compress_level, self.quality)
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def redact(config: Any) -> Any:
+    """A plain copy of a config with secret-looking values replaced (names of env vars stay)."""
+    if isinstance(config, dict):
+        return {k: ("***" if any(w in k.lower() for w in SECRET_WORDS) and not k.lower().endswith("_env")
+                    and v else redact(v)) for k, v in config.items()}
+    if isinstance(config, list):
+        return [redact(v) for v in config]
+    return config
+
+
+@dataclass
+class Job:
+    """Everything a process needs to edit chunks; built from the config before anything heavy."""
+
+    cfg: DictConfig
+    settings: RunSettings
+    backend: EditBackend
+    reader: InputReader | None
+    instructions: Any
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, with_reader: bool = True) -> Job:
+        settings = RunSettings.from_config(cfg)
+        reader = instantiate(cfg.data, _convert_="all") if with_reader else None
+        instructions = instantiate(cfg.instructions, _convert_="all")
+        if hasattr(instructions, "seed"):
+            instructions.seed = settings.seed
+        backend = instantiate(cfg.backend, _convert_="all")
+        if reader is not None:
+            reader.check()
+            if not reader.has_instructions and not instructions.writes_instructions:
+                raise ConfigError("this input has no instructions: add instructions=template, "
+                                  "or use data=jsonl/csv/parquet with data.instruction_column")
+        backend.check()
+        return cls(cfg, settings, backend, reader, instructions)
+
+    def identity(self) -> dict[str, Any]:
+        """What decides the output; a change here never reuses old chunks."""
+        data = OmegaConf.to_container(self.cfg.data, resolve=True) if self.reader else {"dataset": "in memory"}
+        data = {k: v for k, v in data.items() if k != "limit"}
+        s = self.settings
+        return {
+            "data": data, "instructions": self.instructions.describe(), "backend": self.backend.name,
+            "model": self.backend.model, "params": self.backend.params(), "seed": s.seed,
+            "encoding": [s.image_format, s.png_compress_level, s.quality],
+        }
+
+    def output_dir(self, input_name: str) -> Path:
+        if self.settings.output_dir:
+            return Path(self.settings.output_dir).expanduser().resolve()
+        name = f"{input_name}-{self.backend.name}-{_digest(self.identity())[:8]}"
+        return (Path("outputs") / name).resolve()
+
+    def edit_function(self, device: str | None = None, on_rows_done: Callable[[int], None] | None = None,
+                      max_pixels: int | None = None) -> EditFunction:
+        limit = max_pixels or (self.reader.max_pixels if self.reader else None)
+        kwargs = {"max_pixels": limit} if limit else {}
+        return EditFunction(self.backend, seed=self.settings.seed, encoder=self.settings.encoder(),
+                            device=device, on_rows_done=on_rows_done, **kwargs)
+
+
+def add_instructions(ds: Dataset, instructions: Any) -> Dataset:
+    if not instructions.writes_instructions:
+        return ds
+    return ds.map(instructions, batched=True, desc="Writing instructions",
+                  new_fingerprint=_digest([ds._fingerprint, instructions.describe(), instructions.seed])[:32])
+
+
+def edit_chunk(job: Job, ds: Dataset, chunk: Chunk, store: ChunkStore, edit: EditFunction,
+               previous: CommittedChunk | None) -> int:
+    """Edit one chunk (or retry its failed rows) and commit it; return the rows computed."""
+    if previous is not None:
+        source = previous.load(output_features(ds.features, decode=False))
+        computed = sum(n for status, n in previous.status.items() if status not in KEEP_STATUSES)
+    else:
+        source = ds.select(range(chunk.start, chunk.end))
+        computed = chunk.rows
+    staging = store.staging_dir(chunk)
+    edited = source.map(
+        edit.edit_batch,
+        batched=True,
+        with_rank=True,
+        batch_size=job.settings.batch_size,
+        features=output_features(ds.features),
+        cache_file_name=str(staging / "data.arrow"),
+        writer_batch_size=job.settings.writer_batch_size,
+        load_from_cache_file=False,
+        new_fingerprint=_digest([store.fingerprint, chunk.start, chunk.end, previous and previous.generation])[:32],
+    )
+    counts = pc.value_counts(edited.data.column("status")).to_pylist()
+    status = {c["values"]: c["counts"] for c in counts}
+    del edited
+    store.commit(chunk, staging, status, computed, previous)
+    return computed
+
+
+def chunks_to_do(chunks: list[Chunk], committed: dict[Chunk, CommittedChunk], retry_failed: bool) -> list[Chunk]:
+    return [c for c in chunks if c not in committed or (retry_failed and committed[c].status.get("failed"))]
+
+
+def rank_share(chunks: list[Chunk], rank: int, world_size: int) -> list[Chunk]:
+    """A contiguous block of the run's chunks for one rank (the same split whatever is done)."""
+    per, extra = divmod(len(chunks), world_size)
+    start = rank * per + min(rank, extra)
+    return chunks[start:start + per + (1 if rank < extra else 0)]
+
+
+def prepare_input(job: Job, output_dir: Path, dataset: Dataset | None) -> Dataset:
+    if dataset is None:
+        assert job.reader is not None
+        dataset = job.reader.load(output_dir / ".cache" / "input")
+    if len(dataset) == 0:
+        raise ConfigError("the input has no rows: check data.path / data.split / data.limit")
+    return add_instructions(dataset, job.instructions)
+
+
+def run(cfg: DictConfig, dataset: Dataset | None = None) -> dict[str, Any]:
+    """Run the configured job end to end and return its report."""
+    from imgedit_ds.parallel import distributed_rank, edit_chunks
+
+    started = time.perf_counter()
+    job = Job.from_config(cfg, with_reader=dataset is None)
+    output_dir = job.output_dir(job.reader.name() if job.reader else "dataset")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    progress_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        ds = prepare_input(job, output_dir, dataset)
+        store = ChunkStore(output_dir, _digest([job.identity(), ds._fingerprint]))
+        rank, world_size = distributed_rank()
+        if rank == 0:
+            store.clean_stale()
+            _write_config(job, output_dir)
+        chunks = plan_chunks(len(ds), job.settings.chunk_size)
+        computed = edit_chunks(job, ds, store, chunks, rank, world_size)
+        if rank != 0:
+            return {"rank": rank, "computed": computed}
+        committed = store.committed()
+        final = [committed[c] for c in chunks]
+        assemble(final, output_features(ds.features), output_dir / "dataset", store.fingerprint)
+        result = datasets.load_from_disk(str(output_dir / "dataset"))
+        if len(result) != len(ds):
+            raise RuntimeError(f"assembled {len(result)} rows for {len(ds)} input rows in {output_dir}")
+        report = build_report(result.data, computed=computed, reused=len(ds) - computed,
+                              wall_s=time.perf_counter() - started, output_dir=output_dir,
+                              backend=job.backend.name, model=job.backend.model)
+        write_report(report, output_dir / "report.json")
+        write_preview(result.data.slice(0, job.settings.preview_rows).to_pylist(), output_dir / "preview.png")
+    finally:
+        if progress_enabled:
+            datasets.enable_progress_bars()
+    for line in summary_lines(report):
+        logger.info(line)
+    return report
+
+
+def _write_config(job: Job, output_dir: Path) -> None:
+    config = redact(OmegaConf.to_container(job.cfg, resolve=True))
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+
+
+def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """The packaged configuration with Hydra overrides applied, outside of a Hydra app."""
+    from hydra import compose, initialize_config_dir
+
+    from imgedit_ds.cli import config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def edit_dataset(dataset: Dataset, overrides: Sequence[str] = (), *, image_column: str = "image",
+                 instruction_column: str | None = "instruction", id_column: str | None = None,
+                 output_dir: str | os.PathLike | None = None) -> Dataset:
+    """Edit a Dataset in hand with the packaged config plus Hydra-style overrides.
+
+    `dataset` needs an image column (path, Image, or a list of either) and, unless
+    `instructions=template` is among the overrides, an instruction column. Returns the edited
+    dataset (loaded from `<output_dir>/dataset`).
+    """
+    from imgedit_ds.read.columns import prepare
+
+    cfg = compose_config(list(overrides) + ([f"output.dir={output_dir}"] if output_dir else []))
+    if instruction_column is None and cfg.instructions.get("_target_", "").endswith("KeepInstructions"):
+        raise ConfigError("instruction_column=None needs instructions=template among the overrides")
+    prepared = prepare(dataset, image_column, instruction_column, [Path.cwd()], id_column)
+    report = run(cfg, dataset=prepared)
+    return datasets.load_from_disk(str(Path(report["output_dir"]) / "dataset"))
