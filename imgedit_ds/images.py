@@ -77,9 +77,9 @@ def decode_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -
         img.load()
     except Exception as err:
         raise RowError("truncated or corrupt image", f"{name} ({err})") from None
-    oriented = ImageOps.exif_transpose(img)
-    rgb = to_rgb(oriented)
-    needs_reencode = fmt not in KEEP_AS_IS or oriented is not img
+    rotated = img.getexif().get(0x0112, 1) not in (0, 1)
+    rgb = to_rgb(ImageOps.exif_transpose(img) if rotated else img)
+    needs_reencode = fmt not in KEEP_AS_IS or rotated
     return SourceImage(image=rgb, data=b"" if needs_reencode else data, format=fmt)
 
 

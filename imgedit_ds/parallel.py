@@ -31,9 +31,9 @@ def distributed_rank() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def _local_device() -> str | None:
+def _local_device(job: Job) -> str | None:
     local_rank = os.environ.get("LOCAL_RANK")
-    if local_rank is None:
+    if local_rank is None or not job.backend.uses_gpu:
         return None
     from imgedit_ds.edit.map_fn import pick_device
 
@@ -47,7 +47,7 @@ def edit_chunks(job: Job, ds: Dataset, store: ChunkStore, chunks: list[Chunk], r
             from imgedit_ds.edit.base import ConfigError
 
             raise ConfigError("run.num_proc must be 1 under accelerate launch/torchrun: the launcher starts the processes")
-        computed = _edit_here(job, ds, store, rank_share(chunks, rank, world_size), _local_device(), rank == 0)
+        computed = _edit_here(job, ds, store, rank_share(chunks, rank, world_size), _local_device(job), rank == 0)
         if rank == 0:
             _wait_for_all(store, chunks)
         return computed
@@ -92,7 +92,8 @@ def _worker(config: dict[str, Any], max_pixels: int, ds: Dataset, store: ChunkSt
         job = Job.from_config(OmegaConf.create(config), with_reader=False)
         from imgedit_ds.edit.map_fn import pick_device
 
-        edit = job.edit_function(device=pick_device(rank), max_pixels=max_pixels,
+        device = pick_device(rank) if job.backend.uses_gpu else "cpu"
+        edit = job.edit_function(device=device, max_pixels=max_pixels,
                                  on_rows_done=lambda n: messages.put(("rows", rank, n)))
         committed = store.committed()
         computed = 0

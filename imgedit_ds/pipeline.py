@@ -17,12 +17,14 @@ from typing import Any
 
 import datasets
 import pyarrow.compute as pc
-from datasets import Dataset
+from datasets import Dataset, concatenate_datasets
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
 from imgedit_ds.edit.base import ConfigError, EditBackend
-from imgedit_ds.edit.map_fn import KEEP_STATUSES, EditFunction
+from imgedit_ds.edit.map_fn import KEEP_STATUSES, RETRY_SOURCES, EditFunction
 from imgedit_ds.images import ImageEncoder
 from imgedit_ds.read.inputs import InputReader
 from imgedit_ds.schema import output_features
@@ -53,15 +55,22 @@ class RunSettings:
     @classmethod
     def from_config(cls, cfg: DictConfig) -> RunSettings:
         run, out = cfg.run, cfg.output
-        settings = cls(
+        try:
+            settings = cls._read(run, out)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"a run.* or output.* option has the wrong type ({err}): use numbers where numbers go")
+        settings.check()
+        return settings
+
+    @classmethod
+    def _read(cls, run: DictConfig, out: DictConfig) -> RunSettings:
+        return cls(
             seed=int(run.seed), batch_size=int(run.batch_size), num_proc=int(run.num_proc),
             chunk_size=int(run.chunk_size), writer_batch_size=int(run.writer_batch_size),
             retry_failed=bool(run.retry_failed), output_dir=out.dir, image_format=str(out.image_format).lower(),
             png_compress_level=int(out.png_compress_level), quality=int(out.quality),
             preview_rows=int(out.preview_rows),
         )
-        settings.check()
-        return settings
 
     def check(self) -> None:
         positive = {"run.batch_size": self.batch_size, "run.num_proc": self.num_proc,
@@ -94,6 +103,19 @@ def redact(config: Any) -> Any:
     return config
 
 
+def _build(cfg: DictConfig, group: str) -> Any:
+    """Instantiate one config group, turning Hydra's errors into one line naming the option."""
+    try:
+        return instantiate(cfg[group], _convert_="all")
+    except (MissingMandatoryValue, InterpolationToMissingValueError) as err:
+        raise ConfigError(f"{err.full_key} is required: add {err.full_key}=... to the command") from None
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ConfigError):
+            raise err.__cause__ from None
+        cause = err.__cause__ or err
+        raise ConfigError(f"{group}={cfg[group].get('_target_')}: {type(cause).__name__}: {cause}") from None
+
+
 @dataclass
 class Job:
     """Everything a process needs to edit chunks; built from the config before anything heavy."""
@@ -107,11 +129,11 @@ class Job:
     @classmethod
     def from_config(cls, cfg: DictConfig, with_reader: bool = True) -> Job:
         settings = RunSettings.from_config(cfg)
-        reader = instantiate(cfg.data, _convert_="all") if with_reader else None
-        instructions = instantiate(cfg.instructions, _convert_="all")
+        reader = _build(cfg, "data") if with_reader else None
+        instructions = _build(cfg, "instructions")
         if hasattr(instructions, "seed"):
             instructions.seed = settings.seed
-        backend = instantiate(cfg.backend, _convert_="all")
+        backend = _build(cfg, "backend")
         if reader is not None:
             reader.check()
             if not reader.has_instructions and not instructions.writes_instructions:
@@ -155,12 +177,13 @@ def add_instructions(ds: Dataset, instructions: Any) -> Dataset:
 def edit_chunk(job: Job, ds: Dataset, chunk: Chunk, store: ChunkStore, edit: EditFunction,
                previous: CommittedChunk | None) -> int:
     """Edit one chunk (or retry its failed rows) and commit it; return the rows computed."""
+    rows = ds.select(range(chunk.start, chunk.end))
     if previous is not None:
-        source = previous.load(output_features(ds.features, decode=False))
+        inputs = rows.select_columns(["source_images"]).rename_column("source_images", RETRY_SOURCES)
+        source = concatenate_datasets([previous.load(output_features(ds.features, decode=False)), inputs], axis=1)
         computed = sum(n for status, n in previous.status.items() if status not in KEEP_STATUSES)
     else:
-        source = ds.select(range(chunk.start, chunk.end))
-        computed = chunk.rows
+        source, computed = rows, chunk.rows
     staging = store.staging_dir(chunk)
     edited = source.map(
         edit.edit_batch,
@@ -168,6 +191,7 @@ def edit_chunk(job: Job, ds: Dataset, chunk: Chunk, store: ChunkStore, edit: Edi
         with_rank=True,
         batch_size=job.settings.batch_size,
         features=output_features(ds.features),
+        remove_columns=[RETRY_SOURCES] if previous is not None else None,
         cache_file_name=str(staging / "data.arrow"),
         writer_batch_size=job.settings.writer_batch_size,
         load_from_cache_file=False,
@@ -206,7 +230,7 @@ def run(cfg: DictConfig, dataset: Dataset | None = None) -> dict[str, Any]:
 
     started = time.perf_counter()
     job = Job.from_config(cfg, with_reader=dataset is None)
-    output_dir = job.output_dir(job.reader.name() if job.reader else "dataset")
+    output_dir = job.output_dir(job.reader.label() if job.reader else "dataset")
     output_dir.mkdir(parents=True, exist_ok=True)
     progress_enabled = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()

@@ -81,9 +81,12 @@ class EditBackend(ABC):
         needs_decoded_images: False for services that take the source bytes as they are.
         batches_in_flight: how many map batches may be in progress at once in one process
             (local models: one on the device, one decoding, one encoding).
+        uses_gpu: True for backends that run a model on this machine's accelerator; the others
+            are given "cpu" and never import torch.
     """
 
     name: ClassVar[str] = "base"
+    uses_gpu: ClassVar[bool] = False
     needs_decoded_images: ClassVar[bool] = True
     batches_in_flight: ClassVar[int] = 3
 

@@ -9,7 +9,8 @@ would not for an object with an async `__call__`.)
 
 Input columns: `id`, `source_images` (list of {bytes, path}: paths are read here), `instruction`;
 optional `status`: rows already `ok`, `refused` or `unsupported` pass through untouched, `failed`
-rows are tried again.
+rows are tried again, reading their sources from `_input_source_images` when that column is given
+(a failed row may have no readable source bytes to keep).
 Output columns: `source_images` (bytes embedded), `edited_image`, `status`, `error`, `seed`,
 `backend`, `model`, `params`, `usage`.
 
@@ -34,6 +35,7 @@ from imgedit_ds.schema import OUTPUT_COLUMNS, row_seed
 logger = logging.getLogger(__name__)
 
 KEEP_STATUSES = ("ok", "refused", "unsupported")
+RETRY_SOURCES = "_input_source_images"
 
 
 def pick_device(rank: int | None) -> str:
@@ -76,7 +78,7 @@ class EditFunction:
 
     def load(self, rank: int | None = None) -> None:
         if not self._loaded:
-            device = self.device or pick_device(rank)
+            device = self.device or (pick_device(rank) if self.backend.uses_gpu else "cpu")
             logger.info("Loading backend %s (%s) on %s", self.backend.name, self.backend.model, device)
             self.backend.load(device)
             self._loaded = True
@@ -94,25 +96,29 @@ class EditFunction:
 
     async def edit_batch(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
         self.load(rank)
-        n = len(batch["id"])
-        statuses = batch.get("status") or [None] * n
-        todo = [i for i in range(n) if statuses[i] not in KEEP_STATUSES]
+        # datasets formats a batch lazily and not thread-safely: read every column here, once.
+        ids = [str(x) for x in batch["id"]]
+        instructions = list(batch["instruction"])
+        refs = list(batch["source_images"])
+        n = len(ids)
+        statuses = list(batch["status"]) if "status" in batch else [None] * n
         out = {column: list(batch[column]) if column in batch else [None] * n for column in OUTPUT_COLUMNS}
-        out["source_images"] = list(batch["source_images"])
+        out["source_images"] = refs
+        todo = [i for i in range(n) if statuses[i] not in KEEP_STATUSES]
+        inputs = list(batch[RETRY_SOURCES]) if RETRY_SOURCES in batch else refs
         async with self._semaphore():
-            rows = await asyncio.gather(*(self._in_pool(self._prepare_row, batch, i) for i in todo))
+            rows = await asyncio.gather(
+                *(self._in_pool(self._prepare_row, ids[i], instructions[i], inputs[i]) for i in todo))
             results = await self._edit([r for r in rows if isinstance(r, EditRequest)])
             encoded = await asyncio.gather(*(self._in_pool(self._finish_row, r, results) for r in rows))
         for i, (sources, result, image_bytes) in zip(todo, encoded):
-            self._write_row(out, i, batch, sources, result, image_bytes)
+            self._write_row(out, i, ids[i], inputs[i] or [], sources, result, image_bytes)
         if self.on_rows_done:
             self.on_rows_done(n)
         return out
 
-    def _prepare_row(self, batch: dict[str, list], i: int) -> EditRequest | EditResult:
-        row_id = str(batch["id"][i])
-        instruction = (batch["instruction"][i] or "").strip()
-        refs = batch["source_images"][i] or []
+    def _prepare_row(self, row_id: str, instruction: str | None, refs: list[dict] | None) -> EditRequest | EditResult:
+        instruction = (instruction or "").strip()
         try:
             if not refs:
                 raise RowError("missing image", "the row has no source image")
@@ -165,16 +171,15 @@ class EditFunction:
                 result = EditResult.failed("encoding failed", f"{type(err).__name__}: {err}")
         return row.sources, result, image_bytes
 
-    def _write_row(self, out: dict[str, list], i: int, batch: dict[str, list], sources: list[Any],
+    def _write_row(self, out: dict[str, list], i: int, row_id: str, refs: list[dict], sources: list[Any],
                    result: EditResult, image_bytes: bytes | None) -> None:
-        refs = batch["source_images"][i] or []
         names = [os.path.basename(r.get("path") or "") or None for r in refs]
         out["source_images"][i] = [{"bytes": s.data, "path": name} for s, name in zip(sources, names)]
         ok = result.status == OK and image_bytes is not None
         out["edited_image"][i] = {"bytes": image_bytes, "path": None} if ok else None
         out["status"][i] = result.status
         out["error"][i] = "" if ok else (result.error or result.status)
-        out["seed"][i] = row_seed(self.seed, str(batch["id"][i]))
+        out["seed"][i] = row_seed(self.seed, row_id)
         out["backend"][i] = self.backend.name
         out["model"][i] = self.backend.model
         out["params"][i] = json.dumps({**self.backend.params(), **result.params}, sort_keys=True, default=str)

@@ -80,7 +80,7 @@ class DemoInput(InputReader):
         if self.rows < 1 or self.size < 16:
             raise ConfigError("data.rows must be >= 1 and data.size >= 16")
 
-    def name(self) -> str:
+    def label(self) -> str:
         return "demo"
 
     def load(self, cache_dir: Path) -> Dataset:

@@ -35,7 +35,8 @@ class InputReader:
         if self.max_pixels < 1:
             raise ConfigError(f"data.max_pixels={self.max_pixels}: use a positive pixel count")
 
-    def name(self) -> str:
+    def label(self) -> str:
+        """A short name for the input, used in the default output folder name."""
         return type(self).__name__.lower()
 
     def load(self, cache_dir: Path) -> Dataset:
@@ -64,7 +65,7 @@ class DataflowJsonl(InputReader):
         if self.image_root and not Path(self.image_root).expanduser().is_dir():
             raise ConfigError(f"data.image_root={self.image_root}: no such folder")
 
-    def name(self) -> str:
+    def label(self) -> str:
         return Path(self.path).stem
 
     def roots(self) -> list[Path]:
@@ -102,7 +103,7 @@ class TableFile(InputReader):
         if self.format not in ("jsonl", "json", "csv", "parquet"):
             raise ConfigError(f"data.format={self.format!r}: use jsonl, csv or parquet")
 
-    def name(self) -> str:
+    def label(self) -> str:
         return Path(self.path).stem
 
     def load(self, cache_dir: Path) -> Dataset:
@@ -128,7 +129,7 @@ class ImageFolder(InputReader):
         if not self.path or not Path(self.path).expanduser().is_dir():
             raise ConfigError(f"data.path={self.path!r}: no such folder of images")
 
-    def name(self) -> str:
+    def label(self) -> str:
         return Path(self.path).resolve().name
 
     def load(self, cache_dir: Path) -> Dataset:
@@ -147,7 +148,8 @@ class ImageFolder(InputReader):
 class HubDataset(InputReader):
     """`data=hub` (a Hub dataset by name) or `data=disk` (a `save_to_disk` folder)."""
 
-    name_or_path: str = ""
+    name: str = ""
+    path: str = ""
     split: str = "train"
     revision: str | None = None
     subset: str | None = None
@@ -159,24 +161,24 @@ class HubDataset(InputReader):
 
     def check(self) -> None:
         super().check()
-        option = "data.path" if self.from_disk else "data.name"
-        if not self.name_or_path:
+        option, value = ("data.path", self.path) if self.from_disk else ("data.name", self.name)
+        if not value:
             raise ConfigError(f"{option} is not set")
-        if self.from_disk and not Path(self.name_or_path).expanduser().is_dir():
-            raise ConfigError(f"data.path={self.name_or_path}: no such save_to_disk folder")
+        if self.from_disk and not Path(self.path).expanduser().is_dir():
+            raise ConfigError(f"data.path={self.path}: no such save_to_disk folder")
 
-    def name(self) -> str:
-        return Path(self.name_or_path.rstrip("/")).name
+    def label(self) -> str:
+        return Path((self.path if self.from_disk else self.name).rstrip("/")).name
 
     def load(self, cache_dir: Path) -> Dataset:
         if self.from_disk:
-            loaded = datasets.load_from_disk(str(Path(self.name_or_path).expanduser()))
+            loaded = datasets.load_from_disk(str(Path(self.path).expanduser()))
             if isinstance(loaded, datasets.DatasetDict):
                 if self.split not in loaded:
                     raise ConfigError(f"data.split={self.split!r}: the folder has splits {list(loaded)}")
                 loaded = loaded[self.split]
         else:
-            loaded = datasets.load_dataset(self.name_or_path, self.subset, split=self.split,
+            loaded = datasets.load_dataset(self.name, self.subset, split=self.split,
                                            revision=self.revision, cache_dir=str(cache_dir))
         return prepare(loaded, self.image_column, self.instruction_column, [Path.cwd()],
                        self.id_column, self.category_column, self.limit)

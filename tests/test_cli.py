@@ -1,0 +1,56 @@
+"""The command line as a user runs it: default job, other folders, one-line configuration errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import datasets
+from helpers import read_report
+
+
+def test_default_job_runs_offline_from_any_folder(tmp_path: Path, run_cli) -> None:
+    elsewhere = tmp_path / "some" / "other" / "folder"
+    elsewhere.mkdir(parents=True)
+    proc = run_cli(cwd=elsewhere)
+    outputs = list((elsewhere / "outputs").iterdir())
+    assert len(outputs) == 1 and outputs[0].name.startswith("demo-pil-")
+    report = read_report(outputs[0])
+    assert report["rows"] == 12 and report["status"]["ok"] >= 9
+    assert "Output:" in proc.stdout and str(outputs[0]) in proc.stdout
+    ds = datasets.load_from_disk(str(outputs[0] / "dataset"))
+    assert ds[0]["edited_image"].size == ds[0]["source_images"][0].size
+    assert (outputs[0] / "preview.png").is_file() and (outputs[0] / "config.yaml").is_file()
+    assert sorted(os.listdir(elsewhere)) == ["outputs"]  # nothing else left in the working folder
+
+    again = run_cli(cwd=elsewhere)
+    assert read_report(outputs[0])["reused"] == 12 and "reused 12" in again.stdout
+    run_cli("run.seed=3", cwd=elsewhere)
+    assert len(list((elsewhere / "outputs").iterdir())) == 2  # a changed config gets its own folder
+
+
+def _error(run_cli, *args: str) -> str:
+    proc = run_cli(*args, check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert "Traceback" not in lines[0]
+    return lines[0]
+
+
+def test_configuration_errors_fail_at_start_with_one_line(tmp_path: Path, run_cli) -> None:
+    assert "data.path=nope.jsonl: no such file" in _error(run_cli, "data=dataflow_jsonl", "data.path=nope.jsonl")
+    assert "data.path is required" in _error(run_cli, "data=dataflow_jsonl")
+    assert "run.batch_size=0" in _error(run_cli, "run.batch_size=0")
+    assert "output.image_format=gif" in _error(run_cli, "output.image_format=gif")
+    assert "wrong type" in _error(run_cli, "run.chunk_size=lots")
+    assert "instructions.operations" in _error(run_cli, "instructions=template", "instructions.operations=[paint]")
+    (tmp_path / "imgs").mkdir()
+    assert "instructions=template" in _error(run_cli, "data=imagefolder", f"data.path={tmp_path / 'imgs'}")
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("report.json"))
+
+
+def test_unknown_backend_names_the_choices(run_cli) -> None:
+    proc = run_cli("backend=nonesuch", check=False)
+    assert proc.returncode != 0
+    assert "nonesuch" in proc.stderr and "pil" in proc.stderr
