@@ -170,7 +170,7 @@ class Job:
 def add_instructions(ds: Dataset, instructions: Any) -> Dataset:
     if not instructions.writes_instructions:
         return ds
-    return ds.map(instructions, batched=True, desc="Writing instructions",
+    return ds.map(instructions, batched=True, desc="Writing instructions", writer_batch_size=100,
                   new_fingerprint=_digest([ds._fingerprint, instructions.describe(), instructions.seed])[:32])
 
 

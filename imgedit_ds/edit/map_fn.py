@@ -79,7 +79,8 @@ class EditFunction:
     def load(self, rank: int | None = None) -> None:
         if not self._loaded:
             device = self.device or (pick_device(rank) if self.backend.uses_gpu else "cpu")
-            logger.info("Loading backend %s (%s) on %s", self.backend.name, self.backend.model, device)
+            log = logger.info if self.backend.uses_gpu else logger.debug
+            log("Loading backend %s (%s) on %s", self.backend.name, self.backend.model, device)
             self.backend.load(device)
             self._loaded = True
 

@@ -141,6 +141,7 @@ def prepare(
         with_indices=True,
         features=features,
         remove_columns=dropped,
+        writer_batch_size=100,  # rows may carry embedded images: keep Arrow write batches small
         new_fingerprint=mapper.fingerprint(ds._fingerprint),
         desc="Reading input",
     )

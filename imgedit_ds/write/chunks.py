@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,7 +76,7 @@ class ChunkStore:
         return found
 
     def staging_dir(self, chunk: Chunk) -> Path:
-        path = self.root / f".staging-{chunk.start:09d}-{chunk.end:09d}-{os.getpid()}"
+        path = self.root / f".staging-{chunk.start:09d}-{chunk.end:09d}-{socket.gethostname()}-{os.getpid()}"
         shutil.rmtree(path, ignore_errors=True)
         path.mkdir()
         return path
@@ -95,9 +96,22 @@ class ChunkStore:
         return final
 
     def clean_stale(self) -> None:
-        """Remove staging folders of crashed runs and chunks of other fingerprints' layouts."""
-        for path in self.root.glob(".staging-*"):
-            shutil.rmtree(path, ignore_errors=True)
+        """Remove staging folders left by crashed processes of this machine (other ranks' are live)."""
+        host = socket.gethostname()
+        for path in self.root.glob(f".staging-*-{host}-*"):
+            pid = int(path.name.rsplit("-", 1)[1])
+            if not _pid_alive(pid):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def assemble(committed: list[CommittedChunk], features: Features, dest: Path, fingerprint: str) -> None:
