@@ -241,12 +241,14 @@ def run(cfg: DictConfig, dataset: Dataset | None = None) -> dict[str, Any]:
         if rank == 0:
             store.clean_stale()
             _write_config(job, output_dir)
+        earlier = {c.path for c in store.committed().values()}
         chunks = plan_chunks(len(ds), job.settings.chunk_size)
-        computed = edit_chunks(job, ds, store, chunks, rank, world_size)
+        computed_here = edit_chunks(job, ds, store, chunks, rank, world_size)
         if rank != 0:
-            return {"rank": rank, "computed": computed}
+            return {"rank": rank, "computed": computed_here}
         committed = store.committed()
         final = [committed[c] for c in chunks]
+        computed = sum(c.computed for c in final if c.path not in earlier)  # by every rank
         assemble(final, output_features(ds.features), output_dir / "dataset", store.fingerprint)
         result = datasets.load_from_disk(str(output_dir / "dataset"))
         if len(result) != len(ds):

@@ -38,6 +38,7 @@ class CommittedChunk:
     path: Path
     generation: int
     status: dict[str, int]
+    computed: int
 
     def files(self) -> list[Path]:
         return sorted(self.path.glob("data*.arrow"))
@@ -72,7 +73,7 @@ class ChunkStore:
             generation = int(match.group(4))
             if chunk not in found or found[chunk].generation < generation:
                 meta = json.loads((path / "meta.json").read_text())
-                found[chunk] = CommittedChunk(chunk, path, generation, meta["status"])
+                found[chunk] = CommittedChunk(chunk, path, generation, meta["status"], meta["computed"])
         return found
 
     def staging_dir(self, chunk: Chunk) -> Path:
