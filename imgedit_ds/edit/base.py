@@ -30,9 +30,9 @@ class FatalBackendError(RuntimeError):
 
 @dataclass
 class SourceImage:
-    """One decoded source image and the bytes it came from."""
+    """One decoded source image (None for backends that only take bytes) and its stored bytes."""
 
-    image: Image.Image
+    image: Image.Image | None
     data: bytes
     format: str
 

@@ -128,6 +128,8 @@ class EditFunction:
             return EditResult.failed(err.cause, err.detail)
         for source in sources:
             source.data = self.encoder.source_bytes(source)
+            if not self.backend.needs_decoded_images:
+                source.image = None  # services get the bytes; a chunk's decoded pixels need not wait in memory
         request = EditRequest(id=row_id, instruction=instruction, sources=sources,
                               seed=row_seed(self.seed, row_id))
         if not instruction:
