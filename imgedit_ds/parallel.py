@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 def distributed_rank() -> tuple[int, int]:
     """(rank, world size) from the launcher's environment; (0, 1) when not launched."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def _local_device(job: Job) -> str | None:
@@ -46,7 +46,8 @@ def edit_chunks(job: Job, ds: Dataset, store: ChunkStore, chunks: list[Chunk], r
         if job.settings.num_proc > 1:
             from imgedit_ds.edit.base import ConfigError
 
-            raise ConfigError("run.num_proc must be 1 under accelerate launch/torchrun: the launcher starts the processes")
+            raise ConfigError("run.num_proc must be 1 under accelerate launch/torchrun: "
+                              "the launcher starts the processes")
         computed = _edit_here(job, ds, store, rank_share(chunks, rank, world_size), _local_device(job), rank == 0)
         if rank == 0:
             _wait_for_all(store, chunks)
@@ -130,7 +131,7 @@ def _edit_in_workers(job: Job, ds: Dataset, store: ChunkStore, chunks: list[Chun
                 dead = [w for i, w in enumerate(workers) if i not in finished and w.exitcode not in (None, 0)]
                 if dead:
                     raise RuntimeError(f"worker {dead[0].name} died (exit code {dead[0].exitcode}); "
-                                       "rerun the same command to resume from the committed chunks")
+                                       "rerun the same command to resume from the committed chunks") from None
                 continue
             if kind == "rows":
                 bar.update(value)
@@ -138,7 +139,7 @@ def _edit_in_workers(job: Job, ds: Dataset, store: ChunkStore, chunks: list[Chun
                 finished.add(rank)
                 computed += value
             else:
-                raise FatalBackendError(f"worker rank {rank} stopped: {value}")
+                raise FatalBackendError(f"worker rank {rank} stopped: {value}") from None
     finally:
         bar.close()
         for worker in workers:

@@ -58,7 +58,8 @@ class RunSettings:
         try:
             settings = cls._read(run, out)
         except (TypeError, ValueError) as err:
-            raise ConfigError(f"a run.* or output.* option has the wrong type ({err}): use numbers where numbers go")
+            raise ConfigError(f"a run.* or output.* option has the wrong type ({err}): "
+                              "use numbers where numbers go") from None
         settings.check()
         return settings
 

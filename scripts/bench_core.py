@@ -71,7 +71,8 @@ def main() -> None:
     print("| rows | wall s | rows/s (whole process) | rows/s (edit loop) | peak RSS MB |")
     print("|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['rows']} | {r['wall_s']:.1f} | {r['rows_per_s']:.1f} | {r['run_rows_per_s']:.1f} | {r['peak_rss_mb']:.0f} |")
+        print(f"| {r['rows']} | {r['wall_s']:.1f} | {r['rows_per_s']:.1f} | {r['run_rows_per_s']:.1f} "
+              f"| {r['peak_rss_mb']:.0f} |")
     ratio = results[-1]["peak_rss_mb"] / results[0]["peak_rss_mb"]
     print(f"peak RSS ratio {results[-1]['rows']}/{results[0]['rows']} rows: {ratio:.2f} (goal < 1.3)")
 

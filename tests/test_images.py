@@ -72,7 +72,7 @@ def test_modes_convert_to_rgb_correctly() -> None:
 
 def test_16_bit_png_and_cmyk_jpeg_files_load(tmp_path: Path) -> None:
     wide = tmp_path / "wide.png"
-    Image.fromarray((np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)).save(wide)
+    Image.fromarray(np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000).save(wide)
     loaded = load_source(str(wide))
     assert loaded.image.mode == "RGB" and loaded.image.getpixel((7, 7))[0] == round(63000 / 257)
     cmyk = tmp_path / "cmyk.jpg"

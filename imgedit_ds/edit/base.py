@@ -9,7 +9,6 @@ rows in `edit_batch` (local models) or `aedit` (one row at a time, async, for HT
 from __future__ import annotations
 
 import asyncio
-from abc import ABC
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -73,7 +72,7 @@ class EditResult:
         return cls(status=FAILED, error=f"{cause}: {detail}" if detail else cause)
 
 
-class EditBackend(ABC):
+class EditBackend:
     """Base class of all backends; subclasses override `edit_batch` or `aedit`.
 
     Class attributes:

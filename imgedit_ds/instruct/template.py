@@ -1,6 +1,7 @@
 """`instructions=template`: sample an operation and a phrasing per row, deterministically.
 
-Map function (batched) — input column: `id`; output columns: `instruction`, `category`. The same row id and run.seed always give the same instruction, whatever the batch size,
+Map function (batched) — input column: `id`; output columns: `instruction`, `category`.
+The same row id and run.seed always give the same instruction, whatever the batch size,
 process count or order.
 """
 

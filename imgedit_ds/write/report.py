@@ -60,8 +60,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     status = ", ".join(f"{n} {s}" for s, n in report["status"].items())
     lines = [
         f"Edited {report['rows']} rows with {report['backend']} ({report['model']}): {status}.",
-        f"Computed {report['computed']} rows, reused {report['reused']} from an earlier run, "
-        f"in {report['wall_s']:.1f} s ({report['rows_per_s'] or 0:.2f} rows/s).",
+        (f"Computed {report['computed']} rows, reused {report['reused']} from an earlier run, "
+         f"in {report['wall_s']:.1f} s ({report['rows_per_s'] or 0:.2f} rows/s)."),
     ]
     if report["failures"]:
         top = ", ".join(f"{cause} ({n})" for cause, n in list(report["failures"].items())[:4])

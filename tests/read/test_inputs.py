@@ -39,7 +39,7 @@ def test_dataflow_paths_resolve_like_dataflow_writes_them(tmp_path: Path) -> Non
 
 
 def test_image_root_overrides_and_several_images_per_row(tmp_path: Path, make_images) -> None:
-    a, b = make_images(2, folder="pics")
+    make_images(2, folder="pics")
     rows = [dataflow_row("Blur the image.", "pics/img0000.png", "pics/img0001.png"),
             dataflow_row("Blur the image.", "pics/img0001.png")]
     (tmp_path / "sub").mkdir()

@@ -88,10 +88,10 @@ PATTERNS: dict[str, str] = {
     "zoom_center": r"zoom\w*|crop to the (?:middle|cent(?:er|re))",
 }
 
-EXTRA_WORDS = """a an the this that it its to of in on by and with into please slightly bit little
+EXTRA_WORDS = set("""a an the this that it its to of in on by and with into please slightly bit little
 much more less image photo picture photograph degrees degree clockwise counterclockwise anticlockwise
 counter anti left right up down colour color colours colors tone tones whole entire overall
-make give apply turn rotate set""".split()
+make give apply turn rotate set""".split())  # noqa: SIM905 (a word list reads best as text)
 _VOCABULARY = {w for _, (_, ph) in TEMPLATES.items() for p in ph for w in re.findall(r"[a-z]+", p.lower())}
 _VOCABULARY.update(EXTRA_WORDS)
 
