@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
-from imgedit_ds.edit.base import ConfigError, EditBackend
+from imgedit_ds.edit.base import ConfigError, EditBackend, FatalBackendError
 from imgedit_ds.edit.map_fn import KEEP_STATUSES, RETRY_SOURCES, EditFunction
 from imgedit_ds.images import ImageEncoder
 from imgedit_ds.read.inputs import InputReader
@@ -33,7 +34,7 @@ from imgedit_ds.write.preview import write_preview
 from imgedit_ds.write.report import build_report, summary_lines, write_report
 
 logger = logging.getLogger(__name__)
-SECRET_WORDS = ("api_key", "token", "secret", "password")
+SECRET_KEY = re.compile(r"(^|_)(api_?key|token|secret|password)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -97,11 +98,25 @@ def _digest(value: Any) -> str:
 def redact(config: Any) -> Any:
     """A plain copy of a config with secret-looking values replaced (names of env vars stay)."""
     if isinstance(config, dict):
-        return {k: ("***" if any(w in k.lower() for w in SECRET_WORDS) and not k.lower().endswith("_env")
-                    and v else redact(v)) for k, v in config.items()}
+        return {k: "***" if SECRET_KEY.search(str(k)) and v else redact(v) for k, v in config.items()}
     if isinstance(config, list):
         return [redact(v) for v in config]
     return config
+
+
+def check_publish(out: DictConfig) -> None:
+    """Publishing options fail at start, not after hours of editing."""
+    from imgedit_ds.publish import EXPORTS
+
+    unknown = sorted(set(out.get("export") or []) - set(EXPORTS))
+    if unknown:
+        raise ConfigError(f"output.export has unknown {unknown}: choose from {sorted(EXPORTS)}")
+    repo = out.get("push_to_hub")
+    if repo:
+        if not re.fullmatch(r"[\w.-]+/[\w.-]+", str(repo)):
+            raise ConfigError(f"output.push_to_hub={repo}: use ORG/NAME, e.g. output.push_to_hub=me/my-edits")
+        if not os.environ.get("HF_TOKEN"):
+            raise ConfigError("output.push_to_hub needs a Hub token: set HF_TOKEN in the environment")
 
 
 def _build(cfg: DictConfig, group: str) -> Any:
@@ -141,6 +156,7 @@ class Job:
                 raise ConfigError("this input has no instructions: add instructions=template, "
                                   "or use data=jsonl/csv/parquet with data.instruction_column")
         backend.check()
+        check_publish(cfg.output)
         return cls(cfg, settings, backend, reader, instructions)
 
     def identity(self) -> dict[str, Any]:
@@ -264,7 +280,33 @@ def run(cfg: DictConfig, dataset: Dataset | None = None) -> dict[str, Any]:
             datasets.enable_progress_bars()
     for line in summary_lines(report):
         logger.info(line)
+    publish(cfg.output, output_dir)
     return report
+
+
+def publish(out: DictConfig, output_dir: Path) -> None:
+    """Gallery, exports and the Hub push. A failure here loses nothing: the run is already written."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from imgedit_ds.publish import InvalidOutputError, PublishError, export_output, push_output
+    from imgedit_ds.write.gallery import write_gallery
+
+    if out.get("gallery", True):
+        logger.info("Gallery: %s", write_gallery(output_dir))
+    if out.get("export"):
+        for kind, path in export_output(output_dir, list(out.export)).items():
+            logger.info("Export (%s): %s", kind, path)
+    if not out.get("push_to_hub"):
+        logger.info("Push it to the Hub: HF_TOKEN=... imgedit-ds-push %s ORG/NAME", output_dir)
+        return
+    try:
+        result = push_output(output_dir, out.push_to_hub, private=bool(out.private), config_name=out.config_name,
+                             max_shard_size=out.max_shard_size, revision=out.revision,
+                             create_pr=bool(out.create_pr), license=out.license)
+    except (PublishError, InvalidOutputError, HfHubHTTPError) as err:
+        raise FatalBackendError(f"the push to {out.push_to_hub} failed ({err}); the run is saved: "
+                                f"retry with `imgedit-ds-push {output_dir}`") from None
+    logger.info("Pushed to %s (commit %s)", out.push_to_hub, result.get("commit") or "none: nothing changed")
 
 
 def _write_config(job: Job, output_dir: Path) -> None:
