@@ -14,8 +14,10 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import os
 import shutil
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
@@ -79,13 +81,18 @@ def _select_rows(table: Any, per_status: int) -> list[GalleryRow]:
             indices.append(index)
     extra_columns = [c for c in table.column_names if c not in SCHEMA_COLUMNS]
     rows = []
-    for start in range(0, len(indices), BATCH_ROWS):
-        for row in table.take(indices[start:start + BATCH_ROWS]).to_pylist():
-            extras = {c: row[c] for c in extra_columns if isinstance(row[c], (str, int, float, bool))}
-            sources = [_thumb(s.get("bytes")) for s in row["source_images"] or [] if s]
-            edited = _thumb(row["edited_image"]["bytes"]) if row["edited_image"] else None
-            values = {k: row[k] for k in ("id", "status", "instruction", "category", "error")}
-            rows.append(GalleryRow(values, sources, edited, extras))
+    # Decoding dominates and Pillow releases the GIL while it decodes: thumbnails are made on threads.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        for start in range(0, len(indices), BATCH_ROWS):
+            batch = table.take(indices[start:start + BATCH_ROWS]).to_pylist()
+            pending = [([pool.submit(_thumb, s.get("bytes")) for s in row["source_images"] or [] if s],
+                        pool.submit(_thumb, row["edited_image"]["bytes"]) if row["edited_image"] else None)
+                       for row in batch]
+            for row, (sources, edited) in zip(batch, pending):
+                extras = {c: row[c] for c in extra_columns if isinstance(row[c], (str, int, float, bool))}
+                values = {k: row[k] for k in ("id", "status", "instruction", "category", "error")}
+                rows.append(GalleryRow(values, [f.result() for f in sources], edited.result() if edited else None,
+                                       extras))
     return rows
 
 
@@ -95,6 +102,7 @@ def _thumb(data: bytes | None) -> Thumb:
         return Thumb(None)
     try:
         with Image.open(io.BytesIO(data)) as image:
+            image.draft("RGB", (THUMB_SIZE, THUMB_SIZE))  # JPEG: decode at a reduced scale
             image.thumbnail((THUMB_SIZE, THUMB_SIZE))
             rgba = image.convert("RGBA")
     except Exception:  # Pillow raises many types for broken files; the row shows "does not decode"
