@@ -63,7 +63,7 @@ def write_gallery(output_dir: str | Path, max_rows_per_status: int = 200) -> Pat
     _place_thumbs(thumbs, output_dir)
     path = output_dir / "gallery.html"
     path.write_text(_page(output_dir.name, rows, counts, categories), encoding="utf-8")
-    logger.info("gallery of %d rows: %s", len(rows), path)
+    logger.debug("gallery of %d rows: %s", len(rows), path)
     return path
 
 
