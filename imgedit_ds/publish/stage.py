@@ -27,6 +27,7 @@ from datasets import config as datasets_config
 from datasets.table import embed_table_storage
 from datasets.utils.py_utils import convert_file_size_to_int
 
+from imgedit_ds.arrow import take
 from imgedit_ds.publish.card import PushedSplit
 from imgedit_ds.publish.output import (
     FLAT_SOURCE,
@@ -124,7 +125,7 @@ def _write_split(table: pa.Table, features: Features, split: str, indices: np.nd
     files = []
     for i, (start, end) in enumerate(bounds):
         path_in_repo = f"{data_dir}/{split}-{i:05d}-of-{len(bounds):05d}.parquet"
-        rows = _prepare(table.take(pa.array(indices[start:end])), features)
+        rows = _prepare(take(table, indices[start:end].tolist()), features)
         # Row groups of at most 100 rows, fewer when rows are large: the Hub's viewer reads one at a time.
         group = max(1, min(ROWS_PER_GROUP, ROW_GROUP_BYTES // max(1, int(sizes[start:end].mean()))))
         files.append(_write_parquet(rows, root / path_in_repo, path_in_repo, group))

@@ -26,6 +26,7 @@ from typing import Any
 import datasets
 from PIL import Image
 
+from imgedit_ds.arrow import batches_at
 from imgedit_ds.edit.base import STATUSES
 from imgedit_ds.schema import SCHEMA_COLUMNS
 
@@ -83,8 +84,8 @@ def _select_rows(table: Any, per_status: int) -> list[GalleryRow]:
     rows = []
     # Decoding dominates and Pillow releases the GIL while it decodes: thumbnails are made on threads.
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        for start in range(0, len(indices), BATCH_ROWS):
-            batch = table.take(indices[start:start + BATCH_ROWS]).to_pylist()
+        for record_batch in batches_at(table, indices, BATCH_ROWS):
+            batch = record_batch.to_pylist()
             pending = [([pool.submit(_thumb, s.get("bytes")) for s in row["source_images"] or [] if s],
                         pool.submit(_thumb, row["edited_image"]["bytes"]) if row["edited_image"] else None)
                        for row in batch]
