@@ -142,6 +142,7 @@ def prepare_pipeline(base_url: str, rows: int, concurrency: int, workdir: Path, 
     from datasets import Dataset, Features, Value
     from datasets import Image as ImageFeature
 
+    import imgedit_ds.edit.backends.chat_image  # noqa: F401  (importing the SDK once is not per-row work)
     from imgedit_ds.pipeline import edit_dataset
 
     features = Features({"id": Value("string"), "image": ImageFeature(), "instruction": Value("string")})

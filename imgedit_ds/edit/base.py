@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from PIL import Image
 
 OK, FAILED, REFUSED, UNSUPPORTED = "ok", "failed", "refused", "unsupported"
+
+# The first row of the chunk being edited, set by the runner. When two chunks are in progress at once,
+# a service backend gives its free request slots to the earlier chunk first.
+CHUNK_ORDER: ContextVar[int] = ContextVar("imgedit_chunk_order", default=0)
 STATUSES = (OK, FAILED, REFUSED, UNSUPPORTED)
 
 

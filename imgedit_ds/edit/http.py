@@ -7,20 +7,23 @@ One policy for every service, in one place (the SDK's own retries are off):
 - refusals (moderation) and other 4xx fail or refuse the row at once;
 - 401/402/403, an unknown model (404) or a base URL that is not an API stop the run at the first
   such reply, so at most the first window of `concurrency` requests goes out (none is billed);
-- `concurrency` requests are in flight at once across everything running on the event loop
-  (a sliding window, not batch by batch); `requests_per_minute` spaces their starts.
+- `concurrency` requests are in flight at once across everything this process runs, on any event
+  loop (a sliding window, not batch by batch); `requests_per_minute` spaces their starts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import heapq
+import itertools
 import logging
 import os
 import random
 import re
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -30,7 +33,7 @@ from urllib.parse import urlsplit
 import httpx2
 import openai
 
-from imgedit_ds.edit.base import REFUSED, ConfigError, EditResult, FatalBackendError, SourceImage
+from imgedit_ds.edit.base import CHUNK_ORDER, REFUSED, ConfigError, EditResult, FatalBackendError, SourceImage
 from imgedit_ds.images import ImageEncoder
 
 logger = logging.getLogger(__name__)
@@ -165,12 +168,71 @@ class RateLimiter:
             await asyncio.sleep(start - now)
 
 
+class SharedLimit:
+    """At most `limit` holders at once across every event loop of the process, earliest chunk first.
+
+    For an HTTP backend the runner keeps two chunks in progress on two threads (each `datasets.map`
+    call has a loop of its own). Waiters are served by chunk position (`CHUNK_ORDER`), then in
+    arrival order: the later chunk only gets the slots the earlier one cannot fill while it waits for
+    its last replies, so the window stays full across chunk boundaries.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._free = limit
+        self._lock = threading.Lock()
+        self._waiters: list[tuple[int, int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
+
+    async def acquire(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._free > 0 and not self._waiters:
+                self._free -= 1
+                return
+            future: asyncio.Future[None] = loop.create_future()
+            entry = (CHUNK_ORDER.get(), next(self._arrivals), loop, future)
+            heapq.heappush(self._waiters, entry)
+        try:
+            await future
+        except asyncio.CancelledError:
+            with self._lock:
+                waiting = entry in self._waiters
+                if waiting:
+                    self._waiters.remove(entry)
+                    heapq.heapify(self._waiters)
+            if not waiting and future.done() and not future.cancelled():
+                self.release()  # handed a slot just as the task was cancelled: pass it on
+            raise  # (a handover still on its way sees the cancelled future and passes the slot on)
+
+    def release(self) -> None:
+        with self._lock:
+            while self._waiters:
+                _, _, loop, future = heapq.heappop(self._waiters)
+                if not loop.is_closed():
+                    loop.call_soon_threadsafe(_hand_over, future, self)
+                    return
+            self._free += 1
+
+    @asynccontextmanager
+    async def slot(self):
+        await self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+
+def _hand_over(future: asyncio.Future[None], limit: SharedLimit) -> None:
+    if future.cancelled():
+        limit.release()
+    else:
+        future.set_result(None)
+
+
 @dataclass
 class _LoopState:
-    """What belongs to one event loop: asyncio objects and connection pools must not cross loops."""
+    """What belongs to one event loop: a connection pool must not cross loops."""
 
-    loop: asyncio.AbstractEventLoop
-    semaphore: asyncio.Semaphore
     client: openai.AsyncOpenAI | None = None
     active: int = 0
 
@@ -186,7 +248,8 @@ class HttpRuntime:
         self.model = model
         self.reachable = False  # set by the first JSON reply; until then a bad base URL is fatal
         self._fatal: FatalBackendError | None = None
-        self._state: _LoopState | None = None
+        self._limit = SharedLimit(int(options.concurrency))
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
         rpm = options.requests_per_minute
         self._limiter = RateLimiter(rpm) if rpm else None
 
@@ -228,8 +291,8 @@ class HttpRuntime:
     @asynccontextmanager
     async def _client(self):
         """One concurrency slot and the loop's client; the client closes when its loop goes idle."""
-        state = self._loop_state()
-        async with state.semaphore:
+        state = self._states.setdefault(asyncio.get_running_loop(), _LoopState())
+        async with self._limit.slot():
             if self._limiter is not None:
                 await self._limiter.wait()
             if self._fatal is not None:  # stopped while this row waited for its slot
@@ -245,12 +308,6 @@ class HttpRuntime:
                 if state.active == 0 and state.client is client:
                     state.client = None
                     await client.close()
-
-    def _loop_state(self) -> _LoopState:
-        loop = asyncio.get_running_loop()
-        if self._state is None or self._state.loop is not loop:
-            self._state = _LoopState(loop, asyncio.Semaphore(int(self.options.concurrency)))
-        return self._state
 
     def _classify(self, err: Exception) -> EditResult:
         """Turn a failed request into a result, a retry (AttemptFailed) or the end of the run."""

@@ -24,6 +24,8 @@ import asyncio
 import json
 import logging
 import os
+import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -68,31 +70,38 @@ class EditFunction:
         self.device = device
         self.on_rows_done = on_rows_done
         self._loaded = False
+        self._load_lock = threading.Lock()  # the runner may edit two chunks at once on two threads
         self._pool: ThreadPoolExecutor | None = None
-        self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary())
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.update(_loaded=False, _pool=None, _slots=None, on_rows_done=None)
+        state.update(_loaded=False, _pool=None, _slots=None, on_rows_done=None, _load_lock=None)
         return state
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _load_lock=threading.Lock(), _slots=weakref.WeakKeyDictionary())
+
     def load(self, rank: int | None = None) -> None:
+        with self._load_lock:
+            self._load_once(rank)
+
+    def _load_once(self, rank: int | None) -> None:
         if not self._loaded:
             device = self.device or (pick_device(rank) if self.backend.uses_gpu else "cpu")
             log = logger.info if self.backend.uses_gpu else logger.debug
             log("Loading backend %s (%s) on %s", self.backend.name, self.backend.model, device)
             self.backend.load(device)
+            self._pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="imgedit-io")
             self._loaded = True
 
     def _semaphore(self) -> asyncio.Semaphore:
+        """Batches in progress on this event loop (each `datasets.map` call runs a loop of its own)."""
         loop = asyncio.get_running_loop()
-        if self._slots is None or self._slots[0] is not loop:
-            self._slots = (loop, asyncio.Semaphore(self.backend.batches_in_flight))
-        return self._slots[1]
+        return self._slots.setdefault(loop, asyncio.Semaphore(self.backend.batches_in_flight))
 
     async def _in_pool(self, fn: Callable[..., Any], *args: Any) -> Any:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="imgedit-io")
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def edit_batch(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
