@@ -69,15 +69,15 @@ def build_model(folder: Path) -> Path:
     return tiny.build_flux_kontext(folder, **MODEL_SIZE)
 
 
-def write_inputs(folder: Path, rows: int) -> Path:
-    """`rows` distinct SIDExSIDE photos and a jsonl file with one instruction each."""
+def write_inputs(folder: Path, rows: int, side: int) -> Path:
+    """`rows` distinct side x side photos and a jsonl file with one instruction each."""
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
     for i in range(rows):
-        image = Image.new("RGB", (SIDE, SIDE), ((i * 37) % 256, 90, 160))
+        image = Image.new("RGB", (side, side), ((i * 37) % 256, 90, 160))
         draw = ImageDraw.Draw(image)
-        draw.rectangle([SIDE // 5, SIDE // 4, SIDE // 2, SIDE // 2 + i % 40], fill=(240, 210, 40))
-        draw.ellipse([SIDE // 2, SIDE // 3, SIDE - 10, SIDE - 10], fill=(20, 120, (i * 53) % 256))
+        draw.rectangle([side // 5, side // 4, side // 2, side // 2 + i % 40], fill=(240, 210, 40))
+        draw.ellipse([side // 2, side // 3, side - 10, side - 10], fill=(20, 120, (i * 53) % 256))
         path = folder / f"photo{i:04d}.png"
         image.save(path)
         lines.append(json.dumps({"image": str(path), "instruction": f"make photo {i} look like autumn"}))
@@ -96,7 +96,7 @@ def timed(cmd: list[str], cwd: Path) -> float:
     return elapsed
 
 
-def hand_loop(model: Path, rows_file: Path, out: Path, batch_size: int) -> list[str]:
+def hand_loop(model: Path, rows_file: Path, out: Path, batch_size: int, steps: int, side: int) -> list[str]:
     return [
         sys.executable,
         "-c",
@@ -105,22 +105,22 @@ def hand_loop(model: Path, rows_file: Path, out: Path, batch_size: int) -> list[
         str(rows_file),
         str(out),
         str(batch_size),
-        str(STEPS),
+        str(steps),
         str(GUIDANCE),
-        str(SIDE),
+        str(side),
     ]
 
 
-def imgedit_ds(model: Path, rows_file: Path, out: Path, batch_size: int) -> list[str]:
+def imgedit_ds(model: Path, rows_file: Path, out: Path, batch_size: int, steps: int, side: int) -> list[str]:
     return [
         sys.executable,
         "-m",
         "imgedit_ds",
         "backend=flux_kontext",
         f"backend.model={model}",
-        f"backend.num_inference_steps={STEPS}",
+        f"backend.num_inference_steps={steps}",
         f"backend.guidance_scale={GUIDANCE}",
-        f"backend.max_area={SIDE * SIDE}",
+        f"backend.max_area={side * side}",
         "+backend.call_kwargs._auto_resize=false",
         "data=jsonl",
         f"data.path={rows_file}",
@@ -147,17 +147,20 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=24)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--side", type=int, default=SIDE, help="image side in pixels")
+    parser.add_argument("--steps", type=int, default=STEPS, help="denoising steps")
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
     args = parser.parse_args()
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-local-"))
     model = build_model(work / "model")
-    rows_file = write_inputs(work / "inputs", args.rows)
+    rows_file = write_inputs(work / "inputs", args.rows, args.side)
     times: dict[str, list[float]] = {"hand loop": [], "imgedit-ds": []}
     for repeat in range(args.repeats):
         # A fresh output folder each time: imgedit-ds would otherwise reuse its finished rows.
-        times["hand loop"].append(timed(hand_loop(model, rows_file, work / f"hand{repeat}", args.batch_size), work))
-        times["imgedit-ds"].append(timed(imgedit_ds(model, rows_file, work / f"ds{repeat}", args.batch_size), work))
+        shape = (args.batch_size, args.steps, args.side)
+        times["hand loop"].append(timed(hand_loop(model, rows_file, work / f"hand{repeat}", *shape), work))
+        times["imgedit-ds"].append(timed(imgedit_ds(model, rows_file, work / f"ds{repeat}", *shape), work))
         print(
             f"repeat {repeat + 1}: hand loop {times['hand loop'][-1]:.1f} s, imgedit-ds {times['imgedit-ds'][-1]:.1f} s"
         )
@@ -166,7 +169,7 @@ def main() -> None:
     assert report["status"] == {"ok": args.rows}, report["status"]
     print(f"\nMachine: {machine()}")
     print(
-        f"{args.rows} rows of {SIDE}x{SIDE}, batch size {args.batch_size}, {STEPS} steps, "
+        f"{args.rows} rows of {args.side}x{args.side}, batch size {args.batch_size}, {args.steps} steps, "
         f"{args.repeats} whole-process runs each, alternating\n"
     )
     print("| run | best wall s | median wall s | images/s (median) |\n|---|---|---|---|")
