@@ -11,10 +11,12 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import datasets
 import pyarrow.compute as pc
@@ -27,6 +29,7 @@ from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryV
 from imgedit_ds.edit.base import ConfigError, EditBackend, FatalBackendError
 from imgedit_ds.edit.map_fn import KEEP_STATUSES, RETRY_SOURCES, EditFunction
 from imgedit_ds.images import ImageEncoder
+from imgedit_ds.options import check_fields
 from imgedit_ds.read.inputs import InputReader
 from imgedit_ds.schema import output_features
 from imgedit_ds.write.chunks import Chunk, ChunkStore, CommittedChunk, assemble, plan_chunks
@@ -34,6 +37,7 @@ from imgedit_ds.write.preview import write_preview
 from imgedit_ds.write.report import build_report, summary_lines, write_report
 
 logger = logging.getLogger(__name__)
+_LOADED_AT = time.time()
 SECRET_KEY = re.compile(r"(^|_)(api_?key|token|secret|password)$", re.IGNORECASE)
 
 
@@ -56,31 +60,26 @@ class RunSettings:
     @classmethod
     def from_config(cls, cfg: DictConfig) -> RunSettings:
         run, out = cfg.run, cfg.output
-        try:
-            settings = cls._read(run, out)
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"a run.* or output.* option has the wrong type ({err}): "
-                              "use numbers where numbers go") from None
+        settings = cls(
+            seed=run.seed, batch_size=run.batch_size, num_proc=run.num_proc, chunk_size=run.chunk_size,
+            writer_batch_size=run.writer_batch_size, retry_failed=run.retry_failed, output_dir=out.dir,
+            image_format=out.image_format, png_compress_level=out.png_compress_level, quality=out.quality,
+            preview_rows=out.preview_rows,
+        )
         settings.check()
         return settings
 
-    @classmethod
-    def _read(cls, run: DictConfig, out: DictConfig) -> RunSettings:
-        return cls(
-            seed=int(run.seed), batch_size=int(run.batch_size), num_proc=int(run.num_proc),
-            chunk_size=int(run.chunk_size), writer_batch_size=int(run.writer_batch_size),
-            retry_failed=bool(run.retry_failed), output_dir=out.dir, image_format=str(out.image_format).lower(),
-            png_compress_level=int(out.png_compress_level), quality=int(out.quality),
-            preview_rows=int(out.preview_rows),
-        )
-
     def check(self) -> None:
+        output_options = {"output_dir": "output.dir", "image_format": "output.image_format",
+                          "png_compress_level": "output.png_compress_level", "quality": "output.quality",
+                          "preview_rows": "output.preview_rows"}
+        check_fields(self, "run", output_options)
         positive = {"run.batch_size": self.batch_size, "run.num_proc": self.num_proc,
                     "run.chunk_size": self.chunk_size, "run.writer_batch_size": self.writer_batch_size}
         for option, value in positive.items():
             if value < 1:
                 raise ConfigError(f"{option}={value}: use a whole number of at least 1")
-        if self.image_format not in ("png", "jpeg", "jpg", "webp"):
+        if self.image_format.lower() not in ("png", "jpeg", "jpg", "webp"):
             raise ConfigError(f"output.image_format={self.image_format}: use png, jpeg or webp")
         if not 0 <= self.png_compress_level <= 9:
             raise ConfigError(f"output.png_compress_level={self.png_compress_level}: use 0 (fastest) to 9")
@@ -88,7 +87,7 @@ class RunSettings:
             raise ConfigError(f"output.quality={self.quality}: use 1 to 100")
 
     def encoder(self) -> ImageEncoder:
-        return ImageEncoder(self.image_format, self.png_compress_level, self.quality)
+        return ImageEncoder(self.image_format.lower(), self.png_compress_level, self.quality)
 
 
 def _digest(value: Any) -> str:
@@ -96,11 +95,17 @@ def _digest(value: Any) -> str:
 
 
 def redact(config: Any) -> Any:
-    """A plain copy of a config with secret-looking values replaced (names of env vars stay)."""
+    """A plain copy of a config with secret-looking values replaced (names of env vars stay) and URLs
+    stripped of credentials and query strings."""
     if isinstance(config, dict):
         return {k: "***" if SECRET_KEY.search(str(k)) and v else redact(v) for k, v in config.items()}
     if isinstance(config, list):
         return [redact(v) for v in config]
+    if isinstance(config, str) and "://" in config:
+        parts = urlsplit(config)
+        if parts.username or parts.password or parts.query:
+            host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+            return urlunsplit((parts.scheme, host, parts.path, "", ""))
     return config
 
 
@@ -159,10 +164,10 @@ class Job:
         check_publish(cfg.output)
         return cls(cfg, settings, backend, reader, instructions)
 
-    def identity(self) -> dict[str, Any]:
-        """What decides the output; a change here never reuses old chunks."""
-        data = OmegaConf.to_container(self.cfg.data, resolve=True) if self.reader else {"dataset": "in memory"}
-        data = {k: v for k, v in data.items() if k != "limit"}
+    def identity(self, dataset: Dataset | None = None) -> dict[str, Any]:
+        """What decides the output; a change here never reuses old chunks (nor, by default, the folder)."""
+        data = OmegaConf.to_container(self.cfg.data, resolve=True) if dataset is None else {
+            "dataset": dataset._fingerprint}
         s = self.settings
         return {
             "data": data, "instructions": self.instructions.describe(), "backend": self.backend.name,
@@ -170,10 +175,10 @@ class Job:
             "encoding": [s.image_format, s.png_compress_level, s.quality],
         }
 
-    def output_dir(self, input_name: str) -> Path:
+    def output_dir(self, input_name: str, dataset: Dataset | None = None) -> Path:
         if self.settings.output_dir:
             return Path(self.settings.output_dir).expanduser().resolve()
-        name = f"{input_name}-{self.backend.name}-{_digest(self.identity())[:8]}"
+        name = f"{input_name}-{self.backend.name}-{_digest(self.identity(dataset))[:8]}"
         return (Path("outputs") / name).resolve()
 
     def edit_function(self, device: str | None = None, on_rows_done: Callable[[int], None] | None = None,
@@ -235,7 +240,19 @@ def rank_share(chunks: list[Chunk], rank: int, world_size: int) -> list[Chunk]:
 def prepare_input(job: Job, output_dir: Path, dataset: Dataset | None) -> Dataset:
     if dataset is None:
         assert job.reader is not None
-        dataset = job.reader.load(output_dir / ".cache" / "input")
+        verbosity = datasets.logging.get_verbosity()
+        datasets.logging.set_verbosity(logging.CRITICAL)  # its own error lines would repeat ours below
+        try:
+            dataset = job.reader.load(output_dir / ".cache" / "input")
+        except (ConfigError, FileNotFoundError, ConnectionError):
+            raise
+        except Exception as err:  # a file the format's reader cannot parse: say which and why, in one line
+            where = getattr(job.reader, "path", "") or getattr(job.reader, "name", "")
+            cause = str(err.__cause__ or err).strip().splitlines()[0][:300] if str(err.__cause__ or err).strip() else ""
+            raise ConfigError(f"data={type(job.reader).__name__} cannot read {where}: "
+                              f"{type(err.__cause__ or err).__name__}: {cause}") from None
+        finally:
+            datasets.logging.set_verbosity(verbosity)
     if len(dataset) == 0:
         raise ConfigError("the input has no rows: check data.path / data.split / data.limit")
     return add_instructions(dataset, job.instructions)
@@ -247,13 +264,11 @@ def run(cfg: DictConfig, dataset: Dataset | None = None) -> dict[str, Any]:
 
     started = time.perf_counter()
     job = Job.from_config(cfg, with_reader=dataset is None)
-    output_dir = job.output_dir(job.reader.label() if job.reader else "dataset")
+    output_dir = job.output_dir(job.reader.label() if job.reader else "dataset", dataset)
     output_dir.mkdir(parents=True, exist_ok=True)
-    progress_enabled = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
+    with quiet_datasets():
         ds = prepare_input(job, output_dir, dataset)
-        store = ChunkStore(output_dir, _digest([job.identity(), ds._fingerprint]))
+        store = ChunkStore(output_dir, _digest([job.identity(dataset), ds._fingerprint]))
         rank, world_size = distributed_rank()
         if rank == 0:
             store.clean_stale()
@@ -263,24 +278,33 @@ def run(cfg: DictConfig, dataset: Dataset | None = None) -> dict[str, Any]:
         computed_here = edit_chunks(job, ds, store, chunks, rank, world_size)
         if rank != 0:
             return {"rank": rank, "computed": computed_here}
-        committed = store.committed()
-        final = [committed[c] for c in chunks]
-        computed = sum(c.computed for c in final if c.path not in earlier)  # by every rank
-        assemble(final, output_features(ds.features), output_dir / "dataset", store.fingerprint)
-        result = datasets.load_from_disk(str(output_dir / "dataset"))
-        if len(result) != len(ds):
-            raise RuntimeError(f"assembled {len(result)} rows for {len(ds)} input rows in {output_dir}")
-        report = build_report(result.data, computed=computed, reused=len(ds) - computed,
-                              wall_s=time.perf_counter() - started, output_dir=output_dir,
-                              backend=job.backend.name, model=job.backend.model)
-        write_report(report, output_dir / "report.json")
-        write_preview(result.data.slice(0, job.settings.preview_rows).to_pylist(), output_dir / "preview.png")
-    finally:
-        if progress_enabled:
-            datasets.enable_progress_bars()
+        report = write_outputs(job, ds, store, chunks, earlier, output_dir, started, world_size)
     for line in summary_lines(report):
         logger.info(line)
     publish(cfg.output, output_dir)
+    return report
+
+
+def write_outputs(job: Job, ds: Dataset, store: ChunkStore, chunks: list[Chunk], earlier: set[Path],
+                  output_dir: Path, started: float, world_size: int) -> dict[str, Any]:
+    """Assemble `dataset/` from the committed chunks, check it, write report.json and preview.png."""
+    committed = store.committed()
+    final = [committed[c] for c in chunks]
+    if world_size > 1:
+        # Other ranks may commit before this one has even listed the chunks: count by commit time
+        # against this process's start (the launcher starts every rank at once).
+        earlier = {c.path for c in final if c.committed_at < process_start_time()}
+    fresh = [c for c in final if c.path not in earlier]  # committed by this invocation, every rank
+    computed, computed_ok = sum(c.computed for c in fresh), sum(c.computed_ok for c in fresh)
+    assemble(final, output_features(ds.features), output_dir / "dataset", store.fingerprint)
+    result = datasets.load_from_disk(str(output_dir / "dataset"))
+    if len(result) != len(ds):
+        raise RuntimeError(f"assembled {len(result)} rows for {len(ds)} input rows in {output_dir}")
+    report = build_report(result.data, computed=computed, computed_ok=computed_ok, reused=len(ds) - computed,
+                          wall_s=time.perf_counter() - started, output_dir=output_dir,
+                          backend=job.backend.name, model=job.backend.model)
+    write_report(report, output_dir / "report.json")
+    write_preview(result.data.slice(0, job.settings.preview_rows).to_pylist(), output_dir / "preview.png")
     return report
 
 
@@ -307,6 +331,29 @@ def publish(out: DictConfig, output_dir: Path) -> None:
         raise FatalBackendError(f"the push to {out.push_to_hub} failed ({err}); the run is saved: "
                                 f"retry with `imgedit-ds-push {output_dir}`") from None
     logger.info("Pushed to %s (commit %s)", out.push_to_hub, result.get("commit") or "none: nothing changed")
+
+
+@contextmanager
+def quiet_datasets() -> Iterator[None]:
+    """datasets' own progress bars off while a run shows its one bar."""
+    enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if enabled:
+            datasets.enable_progress_bars()
+
+
+def process_start_time() -> float:
+    """When this process started (wall clock), from /proc on Linux; else when this module was loaded."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return _LOADED_AT
 
 
 def _write_config(job: Job, output_dir: Path) -> None:
@@ -338,6 +385,7 @@ def edit_dataset(dataset: Dataset, overrides: Sequence[str] = (), *, image_colum
     cfg = compose_config(list(overrides) + ([f"output.dir={output_dir}"] if output_dir else []))
     if instruction_column is None and cfg.instructions.get("_target_", "").endswith("KeepInstructions"):
         raise ConfigError("instruction_column=None needs instructions=template among the overrides")
-    prepared = prepare(dataset, image_column, instruction_column, [Path.cwd()], id_column)
+    with quiet_datasets():
+        prepared = prepare(dataset, image_column, instruction_column, [Path.cwd()], id_column)
     report = run(cfg, dataset=prepared)
     return datasets.load_from_disk(str(Path(report["output_dir"]) / "dataset"))

@@ -179,3 +179,40 @@ def test_failed_rows_are_retried_on_the_next_run(tmp_path: Path, make_images) ->
     after = _edited_bytes(out)
     assert [a for i, a in enumerate(after) if i != 2] == [b for i, b in enumerate(before) if i != 2]
     assert read_report(out)["status"] == {"ok": 6}
+
+
+def test_a_finished_dataset_fed_back_in_is_edited_afresh(tmp_path: Path, make_images) -> None:
+    make_images(4)
+    first = tmp_path / "first"
+    run_job(first, "experiment=pil_template", f"data.path={tmp_path / 'images'}")
+    again = tmp_path / "again"
+    report = run_job(again, "data=disk", f"data.path={first / 'dataset'}", "data.image_column=source_images",
+                     "instructions=template", "run.seed=5")
+    assert report["computed"] == 4 and report["status"] == {"ok": 4}
+    for row in load(again):  # each edit follows its new instruction, not the old row's
+        assert json.loads(row["params"])["operation"] == parse_operation(row["instruction"])[0]
+        assert row["seed"] == row_seed(5, row["id"])
+
+
+def test_inputs_in_hand_and_limited_trials_get_folders_of_their_own(tmp_path: Path, make_images) -> None:
+    from imgedit_ds.pipeline import edit_dataset
+
+    paths = [str(p) for p in make_images(3)]
+    one = datasets.Dataset.from_dict({"image": paths[:2], "instruction": ["Blur the image."] * 2})
+    two = datasets.Dataset.from_dict({"image": paths[1:], "instruction": ["Invert the colors of the image."] * 2})
+    assert edit_dataset(one)["instruction"] == ["Blur the image."] * 2
+    assert edit_dataset(two)["instruction"] == ["Invert the colors of the image."] * 2
+    assert len(list((tmp_path / "outputs").iterdir())) == 2
+    run(compose_config(["data.limit=2"]))
+    run(compose_config([]))
+    assert len(list((tmp_path / "outputs").iterdir())) == 4  # a trial never replaces the full run
+
+
+def test_secrets_in_urls_never_reach_config_yaml() -> None:
+    from imgedit_ds.pipeline import redact
+
+    cleaned = redact({"backend": {"base_url": "http://me:sk-123@relay.example:8080/v1?key=sk-123",
+                                  "api_key_env": "DF_API_KEY", "hf_token": "hf_abc", "max_tokens": 5}})
+    assert "sk-123" not in json.dumps(cleaned) and "hf_abc" not in json.dumps(cleaned)
+    assert cleaned["backend"]["base_url"] == "http://relay.example:8080/v1"
+    assert cleaned["backend"]["api_key_env"] == "DF_API_KEY" and cleaned["backend"]["max_tokens"] == 5

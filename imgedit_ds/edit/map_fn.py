@@ -8,9 +8,9 @@
 would not for an object with an async `__call__`.)
 
 Input columns: `id`, `source_images` (list of {bytes, path}: paths are read here), `instruction`;
-optional `status`: rows already `ok`, `refused` or `unsupported` pass through untouched, `failed`
-rows are tried again, reading their sources from `_input_source_images` when that column is given
-(a failed row may have no readable source bytes to keep).
+and, when the runner retries a committed chunk, `status` and `_input_source_images`: rows already
+`ok`, `refused` or `unsupported` pass through untouched, `failed` rows are tried again with their
+sources read from `_input_source_images` (a failed row may have no readable source bytes to keep).
 Output columns: `source_images` (bytes embedded), `edited_image`, `status`, `error`, `seed`,
 `backend`, `model`, `params`, `usage`.
 
@@ -111,7 +111,10 @@ class EditFunction:
         instructions = list(batch["instruction"])
         refs = list(batch["source_images"])
         n = len(ids)
-        statuses = list(batch["status"]) if "status" in batch else [None] * n
+        # Only the runner's own retries keep finished rows; an input that merely has a `status` column
+        # (a finished dataset fed back in) is edited afresh.
+        retry = RETRY_SOURCES in batch
+        statuses = list(batch["status"]) if retry else [None] * n
         out = {column: list(batch[column]) if column in batch else [None] * n for column in OUTPUT_COLUMNS}
         out["source_images"] = refs
         todo = [i for i in range(n) if statuses[i] not in KEEP_STATUSES]

@@ -16,6 +16,7 @@ from datasets import Dataset
 
 from imgedit_ds.edit.base import ConfigError
 from imgedit_ds.images import DEFAULT_MAX_PIXELS
+from imgedit_ds.options import check_fields
 from imgedit_ds.read.columns import prepare
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -30,6 +31,7 @@ class InputReader:
     has_instructions: bool = True
 
     def check(self) -> None:
+        check_fields(self, "data")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"data.limit={self.limit}: use a positive number of rows, or null for all")
         if self.max_pixels < 1:
@@ -138,10 +140,11 @@ class ImageFolder(InputReader):
         files = sorted(str(p) for p in root.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not files:
             raise ConfigError(f"data.path={self.path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
-        ids = [os.path.splitext(os.path.relpath(f, root))[0] for f in files]
-        ds = Dataset.from_dict({"id": ids, "file_name": [os.path.relpath(f, root) for f in files],
-                                "image": files})
-        return prepare(ds, "image", None, [root], id_column="id", limit=self.limit)
+        relative = [os.path.relpath(f, root) for f in files]
+        ds = Dataset.from_dict({"id": [os.path.splitext(r)[0] for r in relative], "source_file": relative,
+                                "_path": files})
+        # The absolute path was only needed to read the file: it is not the user's data to publish.
+        return prepare(ds, "_path", None, [root], id_column="id", limit=self.limit).remove_columns("_path")
 
 
 @dataclass

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,8 @@ class CommittedChunk:
     generation: int
     status: dict[str, int]
     computed: int
+    computed_ok: int
+    committed_at: float
 
     def files(self) -> list[Path]:
         return sorted(self.path.glob("data*.arrow"))
@@ -73,7 +76,8 @@ class ChunkStore:
             generation = int(match.group(4))
             if chunk not in found or found[chunk].generation < generation:
                 meta = json.loads((path / "meta.json").read_text())
-                found[chunk] = CommittedChunk(chunk, path, generation, meta["status"], meta["computed"])
+                found[chunk] = CommittedChunk(chunk, path, generation, meta["status"], meta["computed"],
+                                              meta["computed_ok"], meta["committed_at"])
         return found
 
     def staging_dir(self, chunk: Chunk) -> Path:
@@ -85,7 +89,9 @@ class ChunkStore:
     def commit(self, chunk: Chunk, staging: Path, status: dict[str, int], computed: int,
                previous: CommittedChunk | None) -> Path:
         """Atomically publish a staged chunk; then drop the generation it replaces."""
-        meta = {"start": chunk.start, "end": chunk.end, "status": status, "computed": computed}
+        computed_ok = status.get("ok", 0) - (previous.status.get("ok", 0) if previous else 0)
+        meta = {"start": chunk.start, "end": chunk.end, "status": status, "computed": computed,
+                "computed_ok": computed_ok, "committed_at": time.time()}
         tmp = staging / "meta.json.tmp"
         tmp.write_text(json.dumps(meta))
         os.replace(tmp, staging / "meta.json")

@@ -26,13 +26,12 @@ def _usage_totals(usages: list[str | None]) -> dict[str, float]:
     return {k: round(v, 6) for k, v in sorted(totals.items())}
 
 
-def build_report(table: pa.Table, *, computed: int, reused: int, wall_s: float, output_dir: Path,
-                 backend: str, model: str) -> dict[str, Any]:
+def build_report(table: pa.Table, *, computed: int, computed_ok: int, reused: int, wall_s: float,
+                 output_dir: Path, backend: str, model: str) -> dict[str, Any]:
     statuses = table.column("status").to_pylist()
     errors = table.column("error").to_pylist()
     status_counts = Counter(statuses)
     failures = Counter(error_cause(e or s) for s, e in zip(statuses, errors) if s != "ok")
-    computed_ok = min(computed, status_counts.get("ok", 0))
     return {
         "rows": len(statuses),
         "status": dict(sorted(status_counts.items())),
@@ -65,7 +64,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     ]
     if report["failures"]:
         top = ", ".join(f"{cause} ({n})" for cause, n in list(report["failures"].items())[:4])
-        lines.append(f"Not ok: {top}. Details in the `error` column; rerun the same command to retry failed rows.")
+        retry = " Rerun the same command to retry the failed rows." if report["status"].get("failed") else ""
+        lines.append(f"Not ok: {top}. Details in the `error` column.{retry}")
     if report["usage"]:
         lines.append("Usage: " + ", ".join(f"{k}={v}" for k, v in report["usage"].items()))
     out = report["output_dir"]

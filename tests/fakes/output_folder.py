@@ -85,7 +85,8 @@ def make_output_folder(root: Path, rows: list[dict[str, Any]] | None = None,
     dataset = Dataset.from_list(rows, features=features)
     root.mkdir(parents=True, exist_ok=True)
     dataset.save_to_disk(str(root / "dataset"))
-    report = build_report(dataset.data, computed=len(rows), reused=0, wall_s=12.5, output_dir=root,
+    ok = sum(r["status"] == "ok" for r in rows)
+    report = build_report(dataset.data, computed=len(rows), computed_ok=ok, reused=0, wall_s=12.5, output_dir=root,
                           backend="openai", model="gpt-image-1")
     write_report(report, root / "report.json")
     (root / "config.yaml").write_text(yaml.safe_dump(config or default_config(), sort_keys=False))

@@ -89,7 +89,7 @@ def test_export_again_replaces_but_never_overwrites_other_folders(output_dir: Pa
     (foreign / "notes.txt").write_text("keep me")
     with pytest.raises(FileExistsError, match="not an earlier export"):
         export_imagefolder(output_dir, foreign)
-    with pytest.raises(ValueError, match="output.export takes dataflow, imagefolder"):
+    with pytest.raises(ValueError, match=r"output\.export takes dataflow, imagefolder"):
         export_output(output_dir, ["webdataset"])
 
 

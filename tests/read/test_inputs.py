@@ -70,6 +70,8 @@ def test_imagefolder_with_template_and_limit(tmp_path: Path, make_images) -> Non
     make_images(5)
     ds = _run(tmp_path, "experiment=pil_template", f"data.path={tmp_path / 'images'}", "data.limit=3")
     assert ds["id"] == ["img0000", "img0001", "img0002"]
+    assert ds["source_file"] == ["img0000.png", "img0001.png", "img0002.png"]
+    assert str(tmp_path) not in json.dumps(ds.remove_columns(["source_images", "edited_image"]).to_list())
     assert all(ds["instruction"]) and all(ds["category"]) and set(ds["status"]) == {"ok"}
 
 

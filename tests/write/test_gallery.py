@@ -89,7 +89,7 @@ def test_large_runs_write_thumbnail_files(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_rows_per_status_are_capped_and_broken_images_are_shown(tmp_path: Path) -> None:
-    rows = default_rows() + [make_row(7)]
+    rows = [*default_rows(), make_row(7)]
     rows[0]["edited_image"] = {"bytes": b"not an image", "path": None}
     page = write_gallery(make_output_folder(tmp_path / "out", rows), max_rows_per_status=2)
     html = page.read_text()

@@ -76,7 +76,7 @@ PATTERNS: dict[str, str] = {
     "flip": r"flip\w*|mirror\w*",
     "brighten": r"brighter|brighten|(?:increase|raise|boost) (?:the )?brightness|lighten",
     "darken": r"darker|darken|(?:decrease|reduce|lower) (?:the )?brightness",
-    "contrast_up": r"(?:increase|boost|raise|more|higher) (?:the )?contrast|contrasty",
+    "contrast_up": r"(?:increase|boost|raise|more|higher) (?:the )?contrast|(?:more )?contrasty",
     "contrast_down": r"(?:decrease|reduce|lower|less) (?:the )?contrast|flatter",
     "saturate": r"more saturated|(?:increase|boost|raise) (?:the )?(?:colou?r )?saturation|more vivid",
     "desaturate": r"less saturated|(?:decrease|reduce|lower) (?:the )?(?:colou?r )?saturation|mute\w*",
@@ -118,14 +118,24 @@ def parse_operation(instruction: str) -> tuple[str | None, str]:
     if unknown:
         return None, f"words outside backend=pil's operations: {', '.join(unknown[:5])}"
     families = [name for name, pattern in PATTERNS.items() if re.search(rf"\b(?:{pattern})\b", text)]
-    if "rotate" in families and "flip" not in families:
+    leftover = text
+    for name in families:
+        leftover = re.sub(rf"\b(?:{PATTERNS[name]})\b", " ", leftover)
+    # "less blurry", "more warm": a degree the matched words do not carry would invert the edit.
+    if re.search(r"\b(?:less|more)\b", leftover):
+        return None, "a degree (less/more) that backend=pil's operations do not express"
+    if len(re.findall(r"\d+\s*(?:°|degrees?)", text)) > 1:
+        return None, "several angles"
+    if "rotate" in families and "flip" in families:
+        return None, "several operations: rotate and flip"
+    if "rotate" in families:
         op = _rotation(text)
         families = [f for f in families if f != "rotate"] + ([op] if op else [])
         if op is None:
             return None, "rotation by an angle other than 90, 180 or 270 degrees"
     if "flip" in families:
         vertical = re.search(r"vertical|top to bottom|bottom to top|upside", text)
-        families = [f for f in families if f not in ("flip", "rotate")]
+        families = [f for f in families if f != "flip"]
         families.append("flip_vertical" if vertical else "flip_horizontal")
     if "sepia" in families and "warmer" in families:
         families.remove("warmer")

@@ -110,7 +110,9 @@ def test_images_run_stores_the_returned_bytes(tmp_path: Path, rows: list[dict], 
 
 def test_bad_key_stops_the_run_with_exit_3_and_no_bill(tmp_path, rows, server, cli_env, run_cli) -> None:
     env = {**cli_env, KEY_ENV: "sk-a-wrong-key-31337"}
-    args = _command(tmp_path, server, "chat_image", "backend.model=gemini-2.5-flash-image", "backend.concurrency=2")
+    # A generous timeout: under load a 1 s timeout would retry a request and blur what is counted here.
+    args = _command(tmp_path, server, "chat_image", "backend.model=gemini-2.5-flash-image", "backend.concurrency=2",
+                    "backend.timeout=30")
     proc = run_cli(*args, env=env, check=False)
     assert proc.returncode == 3
     assert f"rejected the API key in ${KEY_ENV}" in proc.stdout + proc.stderr

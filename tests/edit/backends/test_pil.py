@@ -19,6 +19,8 @@ def test_every_template_phrasing_is_performed(op: str) -> None:
 @pytest.mark.parametrize("text", [
     "Change the vase to red.", "Make the dog look cool.", "Rotate the image 45 degrees.",
     "Make it black and white and blur it.", "The woman is dancing with the prince in a sacred ballroom.", "",
+    "Rotate the image 90 degrees and flip it horizontally.", "Make the image slightly less blurry.",
+    "Make it less warm.", "Make the image less contrasty.", "Rotate the image 90 degrees and 180 degrees.",
 ])
 def test_other_instructions_are_unsupported(text: str) -> None:
     assert parse_operation(text)[0] is None
