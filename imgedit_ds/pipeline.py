@@ -305,6 +305,10 @@ def write_outputs(job: Job, ds: Dataset, store: ChunkStore, chunks: list[Chunk],
                           backend=job.backend.name, model=job.backend.model)
     write_report(report, output_dir / "report.json")
     write_preview(result.data.slice(0, job.settings.preview_rows).to_pylist(), output_dir / "preview.png")
+    others, size = store.other_configs()
+    if others:
+        logger.info("%s/chunks also holds %d chunks (%.1f MB) made with other configs: they are reused if you "
+                    "go back to those, else delete them", output_dir, others, size / 1e6)
     return report
 
 

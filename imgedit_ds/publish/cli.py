@@ -26,6 +26,10 @@ from imgedit_ds.write.gallery import write_gallery
 logger = logging.getLogger("imgedit_ds")
 
 
+class UsageError(ValueError):
+    """The command line asks for nothing that can be done."""
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="imgedit-ds-push",
@@ -53,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return _run(args)
+    except UsageError as err:
+        logger.error("%s", err)
+        return 2
     except (PublishError, InvalidOutputError, FileNotFoundError, FileExistsError, ValueError) as err:
         logger.error("%s", err)
     except HfHubHTTPError as err:
@@ -68,7 +75,7 @@ def _run(args: argparse.Namespace) -> int:
     repo = args.repo or (None if explicit else options.get("push_to_hub"))
     exports = args.export or ([] if explicit else list(options.get("export") or []))
     if not (repo or exports or args.gallery):
-        raise ValueError("nothing to do: name a REPO (or set output.push_to_hub), --export or --gallery")
+        raise UsageError("nothing to do: name a REPO (or set output.push_to_hub), --export or --gallery")
     if args.gallery:
         logger.info("gallery: %s", write_gallery(args.output_dir))
     if exports:

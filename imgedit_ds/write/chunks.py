@@ -102,6 +102,17 @@ class ChunkStore:
             shutil.rmtree(previous.path, ignore_errors=True)
         return final
 
+    def other_configs(self) -> tuple[int, int]:
+        """(chunks, bytes) committed here by runs with another fingerprint: kept so that going back to
+        that config reuses them, but worth knowing about on a full disk."""
+        count = size = 0
+        for path in self.root.iterdir():
+            match = CHUNK_DIR.match(path.name)
+            if match and match.group(3) != self.fingerprint:
+                count += 1
+                size += sum(f.stat().st_size for f in path.glob("*") if f.is_file())
+        return count, size
+
     def clean_stale(self) -> None:
         """Remove staging folders left by crashed processes of this machine (other ranks' are live)."""
         host = socket.gethostname()
