@@ -60,3 +60,11 @@ def test_unknown_backend_names_the_choices(run_cli) -> None:
     proc = run_cli("backend=nonesuch", check=False)
     assert proc.returncode != 0
     assert "nonesuch" in proc.stderr and "pil" in proc.stderr
+
+
+def test_multirun_sweeps_into_one_folder_per_job(tmp_path: Path, run_cli) -> None:
+    run_cli("-m", "run.seed=0,1", "data.limit=2")
+    folders = sorted(p.name for p in (tmp_path / "outputs").iterdir() if p.is_dir())
+    assert len(folders) == 2 and all(name.startswith("demo-pil-") for name in folders)
+    assert {read_report(tmp_path / "outputs" / name)["rows"] for name in folders} == {2}
+    assert set(os.listdir(tmp_path)) <= {"outputs", "xdg-cache", "hf-home"}  # no Hydra folders beside them
