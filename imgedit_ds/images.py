@@ -17,8 +17,8 @@ from PIL import Image, ImageOps
 
 from imgedit_ds.edit.base import SourceImage
 
-# Formats stored as they came; anything else (and any image whose EXIF orientation must be applied)
-# is re-encoded so the stored bytes show exactly what the backend saw.
+# Formats stored as they came (when RGB or gray and not EXIF-rotated); anything else is re-encoded
+# so the stored bytes show exactly what the backend saw.
 KEEP_AS_IS = {"PNG", "JPEG", "WEBP"}
 DEFAULT_MAX_PIXELS = 64_000_000
 
@@ -79,7 +79,9 @@ def decode_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -
         raise RowError("truncated or corrupt image", f"{name} ({err})") from None
     rotated = img.getexif().get(0x0112, 1) not in (0, 1)
     rgb = to_rgb(ImageOps.exif_transpose(img) if rotated else img)
-    needs_reencode = fmt not in KEEP_AS_IS or rotated
+    # Stored bytes must decode to what the backend saw: plain RGB (or gray) files stay as they came;
+    # transparency, palettes, CMYK, 16-bit and EXIF rotations are stored as the converted RGB image.
+    needs_reencode = fmt not in KEEP_AS_IS or rotated or img.mode not in ("RGB", "L")
     return SourceImage(image=rgb, data=b"" if needs_reencode else data, format=fmt)
 
 

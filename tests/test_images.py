@@ -100,6 +100,13 @@ def test_plain_png_bytes_are_stored_as_they_came(tmp_path: Path) -> None:
     assert ImageEncoder().source_bytes(load_source(str(path))) == path.read_bytes()
 
 
+def test_transparent_sources_are_stored_as_the_rgb_the_backend_saw(tmp_path: Path) -> None:
+    path = tmp_path / "clear.png"
+    Image.new("RGBA", (8, 8), (255, 0, 0, 0)).save(path)
+    stored = Image.open(io.BytesIO(ImageEncoder().source_bytes(load_source(str(path)))))
+    assert stored.mode == "RGB" and stored.getpixel((0, 0)) == (255, 255, 255)
+
+
 @pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
 def test_encoder_formats_decode(fmt: str) -> None:
     data = ImageEncoder(image_format=fmt).encode(draw_photo())
