@@ -63,9 +63,12 @@ def _edit_here(job: Job, ds: Dataset, store: ChunkStore, chunks: list[Chunk], de
                show_progress: bool) -> int:
     committed = store.committed()
     todo = chunks_to_do(chunks, committed, job.settings.retry_failed)
+    edit = job.edit_function(device=device)
+    if todo:
+        edit.load()  # a model that cannot load stops the run here, before the progress bar starts
     bar = tqdm(total=sum(c.rows for c in todo), unit="row", desc=f"Editing with {job.backend.name}",
                disable=not show_progress or not todo, dynamic_ncols=True)
-    edit = job.edit_function(device=device, on_rows_done=bar.update)
+    edit.on_rows_done = bar.update
     try:
         return edit_in_order(job, ds, store, todo, committed, edit)
     finally:
