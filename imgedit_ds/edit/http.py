@@ -35,6 +35,7 @@ import openai
 
 from imgedit_ds.edit.base import CHUNK_ORDER, REFUSED, ConfigError, EditResult, FatalBackendError, SourceImage
 from imgedit_ds.images import ImageEncoder
+from imgedit_ds.options import check_fields
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +74,12 @@ class HttpOptions:
     prices: dict[str, float] = field(default_factory=dict)
     max_download_mb: float = 50.0
 
+    def __post_init__(self) -> None:
+        self.prices = dict(self.prices or {})  # `backend.prices=null` means no prices
+
     def check(self) -> None:
         """Raise ConfigError naming the option that cannot work."""
+        check_fields(self, "backend")
         if not self.api_key_env or not os.environ.get(self.api_key_env):
             raise ConfigError(
                 f"the environment variable {self.api_key_env or '(empty name)'} holding the API key is not set: "

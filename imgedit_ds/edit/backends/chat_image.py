@@ -41,38 +41,19 @@ class ChatImageBackend(EditBackend):
     def __init__(
         self,
         model: str = "",
-        base_url: str | None = None,
         stream: bool = False,
         image_config: dict[str, Any] | None = None,
         extra_body: dict[str, Any] | None = None,
         send_seed: bool = True,
-        api_key_env: str = "OPENAI_API_KEY",
-        timeout: float = 300.0,
-        max_retries: int = 5,
-        retry_backoff: float = 1.0,
-        retry_backoff_max: float = 60.0,
-        concurrency: int = 16,
-        requests_per_minute: float | None = None,
-        prices: dict[str, float] | None = None,
-        max_download_mb: float = 50.0,
+        **http: Any,
     ) -> None:
+        """`http`: the options of `HttpOptions` (base_url, api_key_env, timeout, retries, concurrency, ...)."""
         self.model = model
         self.stream = stream
         self.image_config = dict(image_config or {})
         self.extra_body = dict(extra_body or {})
         self.send_seed = send_seed
-        self.http = HttpOptions(
-            base_url,
-            api_key_env,
-            timeout,
-            max_retries,
-            retry_backoff,
-            retry_backoff_max,
-            concurrency,
-            requests_per_minute,
-            dict(prices or {}),
-            max_download_mb,
-        )
+        self.http = HttpOptions(**http)
         self._runtime: HttpRuntime | None = None
 
     def check(self) -> None:

@@ -36,17 +36,9 @@ class OpenAIImagesBackend(EditBackend):
         input_fidelity: str | None = None,
         output_format: str | None = None,
         background: str | None = None,
-        base_url: str | None = None,
-        api_key_env: str = "OPENAI_API_KEY",
-        timeout: float = 300.0,
-        max_retries: int = 5,
-        retry_backoff: float = 1.0,
-        retry_backoff_max: float = 60.0,
-        concurrency: int = 8,
-        requests_per_minute: float | None = None,
-        prices: dict[str, float] | None = None,
-        max_download_mb: float = 50.0,
+        **http: Any,
     ) -> None:
+        """`http`: the options of `HttpOptions` (base_url, api_key_env, timeout, retries, concurrency, ...)."""
         self.model = model
         self.options = {
             "size": size,
@@ -55,18 +47,7 @@ class OpenAIImagesBackend(EditBackend):
             "output_format": output_format,
             "background": background,
         }
-        self.http = HttpOptions(
-            base_url,
-            api_key_env,
-            timeout,
-            max_retries,
-            retry_backoff,
-            retry_backoff_max,
-            concurrency,
-            requests_per_minute,
-            dict(prices or {}),
-            max_download_mb,
-        )
+        self.http = HttpOptions(**{"concurrency": 8, **http})  # image edits are slow and costly: fewer at once
         self._runtime: HttpRuntime | None = None
 
     def check(self) -> None:
