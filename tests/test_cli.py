@@ -47,7 +47,7 @@ def test_configuration_errors_fail_at_start_with_one_line(tmp_path: Path, run_cl
     assert "run.seed=1.5" in _error(run_cli, "run.seed=1.5")
     assert "run.retry_failed='maybe': use true or false" in _error(run_cli, "run.retry_failed=maybe")
     assert "data.limit='abc'" in _error(run_cli, "data.limit=abc")
-    assert "backend.concurrency='lots'" in _error(run_cli, "backend=chat_image", "backend.concurrency=lots")
+    assert "backend.concurrency='lots'" in _error(run_cli, "backend=nano_banana", "backend.concurrency=lots")
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"image": "a.png", "instruction": "Blur the image."}\n{"image": "b.png", "instr\n')
     assert f"cannot read {broken}" in _error(run_cli, "data=jsonl", f"data.path={broken}")
