@@ -51,6 +51,18 @@ def clip_tokenizer(max_length: int = 77):
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_length)
 
 
+def tiny_clip_text(tokenizer, **extra):
+    """A 2-layer, 32-wide CLIP text encoder over `tokenizer`'s vocabulary."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **extra,
+    )
+    return CLIPTextModel(config)
+
+
 def t5_tokenizer():
     from transformers import T5Tokenizer
 
@@ -100,24 +112,11 @@ def build_flux_kontext(
         FluxKontextPipeline,
         FluxTransformer2DModel,
     )
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+    from transformers import T5Config, T5EncoderModel
 
     torch.manual_seed(0)
     clip = clip_tokenizer()
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(clip),
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            projection_dim=32,
-            max_position_embeddings=77,
-            bos_token_id=clip.bos_token_id,
-            eos_token_id=clip.eos_token_id,
-            pad_token_id=clip.pad_token_id,
-        )
-    )
+    text_encoder = tiny_clip_text(clip, projection_dim=32)
     t5 = t5_tokenizer()
     text_encoder_2 = T5EncoderModel(
         T5Config(vocab_size=len(t5), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, pad_token_id=0)
@@ -155,7 +154,6 @@ def build_instruct_pix2pix(folder: Path) -> Path:
         StableDiffusionInstructPix2PixPipeline,
         UNet2DConditionModel,
     )
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(0)
     tokenizer = clip_tokenizer()
@@ -181,19 +179,7 @@ def build_instruct_pix2pix(folder: Path) -> Path:
         latent_channels=4,
         norm_num_groups=4,
     )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    text_encoder = tiny_clip_text(tokenizer)
     pipe = StableDiffusionInstructPix2PixPipeline(
         vae=vae,
         text_encoder=text_encoder,
