@@ -248,9 +248,10 @@ def prepare_input(job: Job, output_dir: Path, dataset: Dataset | None) -> Datase
             raise
         except Exception as err:  # a file the format's reader cannot parse: say which and why, in one line
             where = getattr(job.reader, "path", "") or getattr(job.reader, "name", "")
-            cause = str(err.__cause__ or err).strip().splitlines()[0][:300] if str(err.__cause__ or err).strip() else ""
+            root = err.__cause__ or err
+            first_line = (str(root).strip().splitlines() or [""])[0][:300]
             raise ConfigError(f"data={type(job.reader).__name__} cannot read {where}: "
-                              f"{type(err.__cause__ or err).__name__}: {cause}") from None
+                              f"{type(root).__name__}: {first_line}") from None
         finally:
             datasets.logging.set_verbosity(verbosity)
     if len(dataset) == 0:
